@@ -1,0 +1,132 @@
+"""Integration fixtures: tiny gpt-oss checkpoints and real worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from worker.tiny import ensure_tiny_model
+
+START_TIMEOUT = 240.0
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shared = os.environ.get("TINY_MODEL_CACHE")  # reuse across runs locally if set
+    return Path(shared) if shared else tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def random_model(tiny_cache: Path) -> Path:
+    return ensure_tiny_model("random", tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def scripted_model(tiny_cache: Path) -> Path:
+    return ensure_tiny_model("scripted", tiny_cache)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def engine_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for a worker process on the CPU engine, isolated under `tmp`."""
+    (tmp / "vllm-cache").mkdir(parents=True, exist_ok=True)
+    (tmp / "tmp").mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "RUNPOD_"))}
+    env.update({
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CACHE_ROOT": str(tmp / "vllm-cache"),
+        "TMPDIR": str(tmp / "tmp"),
+        "MAX_MODEL_LEN": "2048",
+        "MAX_NUM_SEQS": "32",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "info",
+    })
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def run_server(model: Path, tmp: Path, **env_extra: str) -> Iterator[Server]:
+    port = free_port()
+    env = engine_env(tmp, MODEL=str(model), HOST="127.0.0.1", PORT=str(port), **env_extra)
+    log = tmp / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "worker", "serve"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log=log)
+    try:
+        wait_ready(server)
+        yield server
+    finally:
+        stop(proc)
+
+
+def wait_ready(server: Server, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {server.proc.returncode}:\n"
+                               f"{server.log_text()[-4000:]}")
+        try:
+            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready in {timeout}s:\n{server.log_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def random_server(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with run_server(random_model, tmp_path_factory.mktemp("random-server"),
+                    SERVED_MODEL_NAME="tiny-random") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def scripted_server(
+    scripted_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    with run_server(scripted_model, tmp_path_factory.mktemp("scripted-server"),
+                    SERVED_MODEL_NAME="tiny-scripted", API_KEY="test-key-123") as server:
+        yield server

@@ -1,0 +1,80 @@
+"""A tiny scripted engine implementing worker.engine_api.Engine, for fast unit tests.
+
+`script(prompt_token_ids, options)` returns the tokens to emit; they are
+streamed in chunks of `chunk` tokens and cut at max_tokens / stop tokens the
+way vLLM does. The real vLLM engine is exercised by tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from worker.engine_api import EngineDeadError, EngineInfo, GenerationDelta, SamplingOptions
+
+Script = Callable[[list[int], SamplingOptions], list[int]]
+
+
+class FakeEngine:
+    def __init__(self, script: Script, *, max_model_len: int = 4096, chunk: int = 3,
+                 names: tuple[str, ...] = ("fake-gpt-oss",)):
+        self.script = script
+        self.chunk = chunk
+        self.calls: list[tuple[list[int], SamplingOptions]] = []
+        self.running: set[str] = set()
+        self.aborted: list[str] = []
+        self.dead = False
+        self._info = EngineInfo(model="fake", served_model_names=names,
+                                max_model_len=max_model_len, max_num_seqs=16, device="cpu")
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def is_dead(self) -> bool:
+        return self.dead
+
+    async def generate(self, request_id: str, prompt_token_ids: Sequence[int],
+                       options: SamplingOptions) -> AsyncIterator[GenerationDelta]:
+        if self.dead:
+            raise EngineDeadError("dead")
+        prompt = list(prompt_token_ids)
+        self.calls.append((prompt, options))
+        out = self.script(prompt, options)
+        reason = "length"
+        emitted: list[int] = []
+        for tok in out:
+            if len(emitted) >= options.max_tokens:
+                break
+            emitted.append(tok)
+            if tok in options.stop_token_ids:
+                reason = "stop"
+                break
+        else:
+            reason = "stop" if len(emitted) < options.max_tokens else "length"
+        self.running.add(request_id)
+        try:
+            for i in range(0, max(len(emitted), 1), self.chunk):
+                await asyncio.sleep(0)
+                part = tuple(emitted[i:i + self.chunk])
+                last = i + self.chunk >= len(emitted)
+                yield GenerationDelta(token_ids=part, num_prompt_tokens=len(prompt),
+                                      finished=last, finish_reason=reason if last else None)
+        finally:
+            if request_id in self.running:
+                self.running.discard(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+        self.running.discard(request_id)
+
+    async def num_unfinished(self) -> int:
+        return len(self.running)
+
+    async def check_health(self) -> None:
+        if self.dead:
+            raise EngineDeadError("dead")
+
+    async def shutdown(self) -> None:
+        self.dead = True

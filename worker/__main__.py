@@ -1,0 +1,36 @@
+"""`python -m worker {plan,serve,runpod}`: the worker's command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args.pop(0) if args else "help"
+    env = dict(os.environ)
+    if command == "plan":
+        from worker.plan_cli import main as plan_main
+
+        return plan_main(args, env)
+    if command == "serve":
+        from worker.serve import main as serve_main
+
+        return serve_main(args, env)
+    if command == "runpod":
+        from worker.runpod_handler import main as runpod_main
+
+        return runpod_main(args, env)
+    print(
+        "usage: python -m worker COMMAND\n\n"
+        "  plan   [--gpu NAME] [--count N] [--json]   hardware, engine plan and fit; loads nothing\n"
+        "  serve                                      OpenAI-compatible HTTP server on HOST:PORT\n"
+        "  runpod                                     RunPod Serverless worker (the image's CMD)\n",
+        file=sys.stderr if command != "help" else sys.stdout,
+    )
+    return 0 if command in {"help", "-h", "--help"} else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

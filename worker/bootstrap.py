@@ -1,0 +1,168 @@
+"""Cold start, shared by every adapter: settings -> hardware -> plan -> engine -> service.
+
+Each phase is timed; a bad configuration or an impossible fit stops here, in
+seconds, before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.config import Settings
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "tiny-gpt-oss"
+
+
+@dataclass
+class Timeline:
+    """Start-up phases and their durations in seconds, in order."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        log.info("start-up phase %s ...", name)
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - t0, 3)
+            log.info("start-up phase %s done in %.2fs", name, self.phases[name])
+
+    def summary(self) -> str:
+        return json.dumps({"event": "cold_start", **self.phases, "total": self.total})
+
+    @property
+    def total(self) -> float:
+        return round(sum(self.phases.values()), 3)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the plan decided: the model to load, its names and the engine config."""
+
+    model: str
+    served_names: tuple[str, ...]
+    engine_config: Any  # worker.engine.EngineConfig
+    plan: Any  # worker.plan.EnginePlan
+    tiny: bool
+
+
+def default_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path | None:
+    if settings.cache_dir:
+        return Path(settings.cache_dir)
+    if Path("/runpod-volume").is_dir():
+        return Path("/runpod-volume/huggingface-cache")
+    return None
+
+
+def tiny_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path:
+    base = default_cache_dir(settings, env)
+    if base is None:
+        base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt-oss-worker"
+    return base
+
+
+def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
+    """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
+    from worker.engine import EngineConfig
+    from worker.models_catalog import known_shape, shape_from_dir
+    from worker.plan import PlanRequest, choose_default_model, engine_args, plan_engine
+
+    tiny = False
+    model = settings.model
+    if model is None:
+        if gpu is None:
+            from worker.tiny import ensure_tiny_model
+
+            model = str(ensure_tiny_model("random", tiny_cache_dir(settings, env)))
+            tiny = True
+            log.warning("no GPU and no MODEL set: serving a tiny RANDOM gpt-oss on the CPU "
+                        "engine; its output is gibberish (set MODEL to serve a real model)")
+        else:
+            model, why = choose_default_model(gpu)
+            log.info("MODEL not set: %s (%s)", model, why)
+    shape = known_shape(model) or shape_from_dir(Path(model))
+    req = PlanRequest(
+        model=model,
+        max_model_len=settings.max_model_len,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        attention_backend_override=settings.attention_backend_override,
+        quantization=settings.quantization,
+    )
+    plan = plan_engine(gpu, shape, req)
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    served = (settings.served_model_name or (TINY_MODEL_NAME if tiny else model),)
+    cache = default_cache_dir(settings, env)
+    args: dict[str, Any] = {
+        **engine_args(plan),
+        "model": model,
+        "served_model_name": list(served),
+        "revision": settings.model_revision,
+        "download_dir": str(cache) if cache else None,
+        "max_num_seqs": settings.max_num_seqs,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "enable_chunked_prefill": settings.enable_chunked_prefill,
+        "enforce_eager": settings.enforce_eager or plan.device == "cpu",
+        "generation_config": "auto",
+        "disable_log_stats": True,
+        # Compact JSON: a random model must not spin on optional whitespace.
+        "structured_outputs_config": {"disable_any_whitespace": True},
+    }
+    if plan.device == "cpu":
+        args["dtype"] = "bfloat16"
+    else:
+        args["async_scheduling"] = settings.async_scheduling
+    env_extra = dict(plan.env)
+    if plan.device == "cpu":
+        # In-process engine core on the CPU: half the start time and memory.
+        env_extra.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if settings.hf_token is not None:
+        env_extra["HF_TOKEN"] = settings.hf_token.get_secret_value()
+    config = EngineConfig(
+        model=model, served_model_names=served, device=plan.device,
+        engine_args={k: v for k, v in args.items() if v is not None}, env=env_extra,
+    )
+    return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)
+
+
+async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline) -> Any:
+    """Build the warm engine and the chat service; returns worker.service.ChatService."""
+    from worker.gpu import probe
+
+    with timeline.phase("probe"):
+        gpu = probe(env)
+    with timeline.phase("plan"):
+        resolved = resolve(settings, env, gpu)
+        log.info("plan: %s", resolved.plan)
+    from worker.engine import VllmEngine
+    from worker.service import ChatService
+
+    with timeline.phase("engine"):
+        engine = await VllmEngine.build(resolved.engine_config)
+    service = ChatService(engine, default_effort=settings.default_reasoning_effort)
+    log.info("%s", timeline.summary())
+    return service
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", settings.log_level.upper())

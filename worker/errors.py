@@ -1,0 +1,119 @@
+"""One error hierarchy, mapped once to the OpenAI error body.
+
+Errors are raised deep (validation, harmony, service, engine) as typed
+exceptions and turned into `{"error": {...}}` only at the adapters, through
+`to_openai_error`. Messages never carry secrets or Python reprs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkerError(Exception):
+    """Base of every error the worker reports to a client."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(WorkerError):
+    """The request is malformed or asks for something this worker cannot honour."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    def __init__(self, message: str, *, param: str | None = "messages"):
+        super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class AuthenticationFailed(WorkerError):
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class ModelNotFound(WorkerError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, param: str | None = "model"):
+        super().__init__(message, param=param, code="model_not_found")
+
+
+class NotFound(WorkerError):
+    status_code = 404
+    error_type = "invalid_request_error"
+
+
+class PayloadTooLarge(WorkerError):
+    status_code = 413
+    error_type = "invalid_request_error"
+
+
+class Unavailable(WorkerError):
+    """The worker is starting, draining or its engine died: retry elsewhere."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class EngineFailure(WorkerError):
+    """The engine failed while serving this request."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
+def error_body(
+    message: str, *, error_type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def to_openai_error(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """Map any exception to (HTTP status, OpenAI error body). Unknown ones hide their text."""
+    if isinstance(exc, WorkerError):
+        return exc.status_code, error_body(
+            exc.message, error_type=exc.error_type, param=exc.param, code=exc.code
+        )
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return 400, validation_error_body(exc)
+    return 500, error_body(
+        "internal error while serving the request", error_type="server_error"
+    )
+
+
+def validation_error_body(exc: Any, *, prefix: tuple[str | int, ...] = ()) -> dict[str, Any]:
+    """Turn the first pydantic error into a body whose `param` names the field."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    loc = [*prefix, *(p for p in first.get("loc", ()) if p not in ("body",))]
+    param = _dotted(loc) or None
+    msg = str(first.get("msg", "invalid value"))
+    message = f"{param}: {msg}" if param else msg
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error(s))"
+    return error_body(message, error_type="invalid_request_error", param=param)
+
+
+def _dotted(loc: list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # pydantic names union branches / tagged members; keep only real field names
+            if not isinstance(part, str) or part.startswith(("function-", "tagged-union")):
+                continue
+            out += f".{part}" if out else part
+    return out

@@ -1,0 +1,184 @@
+"""The OpenAI-compatible HTTP adapter (FastAPI), shared by `serve` and Modal.
+
+Parse the body, call the service, encode the result; nothing else. Errors
+are mapped once, by `worker.errors.to_openai_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, SecretStr, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    WorkerError,
+    error_body,
+    to_openai_error,
+)
+from worker.protocol import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class AppState:
+    """What the HTTP layer needs; the service appears once the engine is built."""
+
+    service: Any | None = None  # worker.service.ChatService
+    api_key: SecretStr | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    draining: bool = False
+    startup_error: str | None = None
+    timeline: dict[str, float] = field(default_factory=dict)
+
+    def ready_service(self) -> Any:
+        if self.draining:
+            raise Unavailable("the worker is shutting down; retry on another replica")
+        if self.service is None:
+            raise Unavailable(self.startup_error or "the model is still loading; retry shortly")
+        if self.service.engine.is_dead:
+            raise Unavailable("the engine died; this worker is restarting")
+        return self.service
+
+
+def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
+    app = FastAPI(title="gpt-oss worker", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    app.state.worker = state
+
+    @app.exception_handler(WorkerError)
+    async def _worker_error(_: Request, exc: WorkerError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), error_type=kind), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error_response(exc)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        body: dict[str, Any] = {"timeline": state.timeline}
+        try:
+            service = state.ready_service()
+        except Unavailable as exc:
+            return JSONResponse({**body, "status": "unavailable", "reason": exc.message}, 503)
+        return JSONResponse({**body, "status": "ready", "model": service.model_names[0]})
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        _authorize(request, state)
+        return _json(state.ready_service().models())
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Response:
+        _authorize(request, state)
+        body = await _read_json(request, state.max_body_bytes)
+        service = state.ready_service()
+        try:
+            req = ChatCompletionRequest.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        prepared = service.prepare(req)  # raises 4xx before any byte is streamed
+        if req.stream:
+            return StreamingResponse(
+                _sse(service.stream(prepared)), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result = await _unless_disconnected(request, service.complete(prepared))
+        return _json(result)
+
+    return app
+
+
+def _authorize(request: Request, state: AppState) -> None:
+    if state.api_key is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = state.api_key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise AuthenticationFailed("invalid or missing API key (Authorization: Bearer <key>)")
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    status, body = to_openai_error(exc)
+    err = body["error"]
+    return InvalidRequest(err["message"], param=err["param"])
+
+
+def _error_response(exc: BaseException) -> JSONResponse:
+    status, body = to_openai_error(exc)
+    return JSONResponse(body, status_code=status)
+
+
+def _json(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+async def _sse(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+    except Exception as exc:  # after the 200 is sent, errors travel as an SSE event
+        if not isinstance(exc, WorkerError):
+            log.exception("error while streaming")
+        _, body = to_openai_error(exc)
+        yield b"data: " + json.dumps(body).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it (and so its engine requests) if the client goes away."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            raise asyncio.CancelledError()

@@ -1,0 +1,73 @@
+"""`python -m worker serve`: the HTTP server with the engine built at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from worker.bootstrap import Timeline, configure_logging, start
+from worker.config import Settings, SettingsError
+from worker.http_app import AppState, create_app
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
+    """The FastAPI app; its lifespan builds the engine and watches it."""
+    state = AppState(api_key=settings.api_key)
+    timeline = Timeline()
+    state.timeline = timeline.phases
+
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        try:
+            state.service = await start(settings, env, timeline)
+        except Exception as exc:
+            log.error("start-up failed: %s: %s", type(exc).__name__, exc)
+            _exit(3)
+        watcher = asyncio.create_task(_watch_engine(state))
+        url = f"http://{settings.host}:{settings.port}/v1"
+        log.info("READY: model %s at %s", state.service.model_names[0], url)
+        try:
+            yield
+        finally:
+            state.draining = True
+            watcher.cancel()
+            await state.service.engine.shutdown()
+
+    return create_app(state, lifespan=lifespan)
+
+
+async def _watch_engine(state: AppState) -> None:
+    """Exit non-zero soon after the engine dies, so the platform replaces this worker."""
+    while True:
+        await asyncio.sleep(1.0)
+        if state.service is not None and state.service.engine.is_dead:
+            log.error("the engine died; exiting so the platform starts a fresh worker")
+            await asyncio.sleep(0.5)  # let in-flight requests receive their errors
+            _exit(4)
+
+
+def _exit(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)
+
+
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    import uvicorn
+
+    app = build_app(settings, env)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                timeout_graceful_shutdown=30)
+    return 0
