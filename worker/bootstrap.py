@@ -12,15 +12,17 @@ import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from worker.config import Settings
+from worker.config import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "tiny-gpt-oss"
+# xgrammar with compact JSON: a model must not spin on optional whitespace.
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 @dataclass
@@ -76,25 +78,12 @@ def tiny_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path:
 def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
     """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
     from worker.engine import EngineConfig
-    from worker.models_catalog import known_shape, shape_from_dir
+    from worker.models_catalog import known_model, shape_from_dir
     from worker.plan import PlanRequest, choose_default_model, engine_args, plan_engine
 
     tiny = False
-    model = settings.model
-    if model is None:
-        if gpu is None:
-            from worker.tiny import ensure_tiny_model
-
-            model = str(ensure_tiny_model("random", tiny_cache_dir(settings, env)))
-            tiny = True
-            log.warning("no GPU and no MODEL set: serving a tiny RANDOM gpt-oss on the CPU "
-                        "engine; its output is gibberish (set MODEL to serve a real model)")
-        else:
-            model, why = choose_default_model(gpu)
-            log.info("MODEL not set: %s (%s)", model, why)
-    shape = known_shape(model) or shape_from_dir(Path(model))
     req = PlanRequest(
-        model=model,
+        model=settings.model or "",
         max_model_len=settings.max_model_len,
         tensor_parallel_size=settings.tensor_parallel_size,
         gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -104,7 +93,27 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         attention_backend_override=settings.attention_backend_override,
         quantization=settings.quantization,
     )
-    plan = plan_engine(gpu, shape, req)
+    model = settings.model
+    if model is None and gpu is None:
+        from worker.tiny import ensure_tiny_model
+
+        model = str(ensure_tiny_model("random", tiny_cache_dir(settings, env)))
+        tiny = True
+        log.warning("no GPU and no MODEL set: serving a tiny RANDOM gpt-oss on the CPU "
+                    "engine; its output is gibberish (set MODEL to serve a real model)")
+    elif model is None:
+        choice = choose_default_model(gpu, req)
+        model = choice.model
+        log.info("MODEL not set: %s (%s)", model, choice.reason)
+    shape = known_model(model)
+    if shape is None:
+        if not (Path(model) / "config.json").is_file():
+            raise SettingsError(
+                f"MODEL={model!r} is neither a gpt-oss hub id (openai/gpt-oss-120b, "
+                "openai/gpt-oss-20b) nor a local checkpoint directory with a config.json"
+            )
+        shape = shape_from_dir(Path(model))
+    plan = plan_engine(gpu, shape, replace(req, model=model))
     for warning in plan.warnings:
         log.warning("%s", warning)
     served = (settings.served_model_name or (TINY_MODEL_NAME if tiny else model),)
@@ -121,8 +130,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         "enforce_eager": settings.enforce_eager or plan.device == "cpu",
         "generation_config": "auto",
         "disable_log_stats": True,
-        # Compact JSON: a random model must not spin on optional whitespace.
-        "structured_outputs_config": {"disable_any_whitespace": True},
+        "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
     }
     if plan.device == "cpu":
         args["dtype"] = "bfloat16"

@@ -207,14 +207,20 @@ def _explain(exc: ValidationError, source: Mapping[str, str]) -> str:
 def markdown_table() -> str:
     """The README's configuration table, generated so it cannot drift from the model."""
     rows: dict[str, list[str]] = {}
-    for name, f in Settings.model_fields.items():
+    for f in Settings.model_fields.values():
         extra = f.json_schema_extra
         assert isinstance(extra, dict)
         names = " / ".join(f"`{n}`" for n in extra["env"])  # type: ignore[union-attr]
-        default = "(unset)" if f.default is None else f"`{str(f.default).lower()}`" \
-            if isinstance(f.default, bool) else f"`{f.default}`"
-        rows.setdefault(str(extra["group"]), []).append(f"| {names} | {default} | {extra['doc']} |")
+        if f.default is None:
+            default = "(unset)"
+        elif isinstance(f.default, bool):
+            default = f"`{str(f.default).lower()}`"
+        else:
+            default = f"`{f.default}`"
+        line = f"| {names} | {default} | {extra['doc']} |"
+        rows.setdefault(str(extra["group"]), []).append(line)
     out = []
     for group, lines in rows.items():
-        out += [f"#### {group}", "", "| Variable | Default | Meaning |", "|---|---|---|", *lines, ""]
+        out += [f"#### {group}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+        out += [*lines, ""]
     return "\n".join(out).rstrip() + "\n"

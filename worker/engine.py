@@ -8,11 +8,12 @@ vLLM 0.26 (the GPU test machines) and 0.32 (the image and CI) share.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +157,7 @@ class VllmEngine:
 
     async def generate(
         self, request_id: str, prompt_token_ids: Sequence[int], options: SamplingOptions
-    ) -> AsyncIterator[GenerationDelta]:
+    ) -> AsyncGenerator[GenerationDelta, None]:
         if self.is_dead:
             raise EngineDeadError("the engine is dead")
         params = self._sampling_params(options)
@@ -208,10 +209,15 @@ class VllmEngine:
             raise EngineDeadError(f"engine health check failed: {type(exc).__name__}") from exc
 
     async def shutdown(self) -> None:
+        llm, self._llm, self._dead = self._llm, None, True
+        if llm is None:
+            return
         try:
-            self._llm.shutdown()
+            llm.shutdown()
         except Exception:
             log.warning("engine shutdown raised", exc_info=True)
+        del llm
+        gc.collect()  # vLLM's __del__ at interpreter exit would shut down a second time
 
 
 def _finish_reason(reason: str | None) -> FinishReason:

@@ -6,7 +6,7 @@ scripted engine. Nothing here imports vLLM, torch or anything heavy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -79,7 +79,7 @@ class Engine(Protocol):
 
     def generate(
         self, request_id: str, prompt_token_ids: Sequence[int], options: SamplingOptions
-    ) -> AsyncIterator[GenerationDelta]:
+    ) -> AsyncGenerator[GenerationDelta, None]:
         """Stream deltas until finished. Closing the iterator early aborts the request."""
         ...
 

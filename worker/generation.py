@@ -12,7 +12,7 @@ free; the constrained part is valid by construction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -69,7 +69,7 @@ class _Run:
 
     async def generate(
         self, opts: SamplingOptions, tag: str, *, parse: bool = True, call_not_return: bool = False
-    ) -> AsyncIterator[tuple[list[int], list[Any]]]:
+    ) -> AsyncGenerator[tuple[list[int], list[Any]], None]:
         rid = f"{self.request_id}-{tag}"
         async with aclosing(self.engine.generate(rid, self.ctx, opts)) as deltas:
             async for delta in deltas:
@@ -90,7 +90,7 @@ class _Run:
 
 async def run_choice(
     engine: Engine, request_id: str, plan: ChoicePlan, result: ChoiceResult
-) -> AsyncIterator[list[Any]]:
+) -> AsyncGenerator[list[Any], None]:
     """Yield lists of streaming events (see worker.streaming) for one choice."""
     run = _Run(engine, request_id, plan, result)
     stops = harmony.stop_token_ids()
@@ -124,7 +124,7 @@ async def run_choice(
         result.finish_reason = "tool_calls"  # type: ignore[assignment]
 
 
-async def _reason(run: _Run) -> AsyncIterator[list[Any]]:
+async def _reason(run: _Run) -> AsyncGenerator[list[Any], None]:
     """Phase 1 of a constrained choice: free reasoning in the analysis channel."""
     stops = harmony.stop_token_ids()
     opts = replace(
@@ -146,7 +146,7 @@ async def _reason(run: _Run) -> AsyncIterator[list[Any]]:
         yield run.inject([harmony.END])
 
 
-async def _forced_tool(run: _Run) -> AsyncIterator[list[Any]]:
+async def _forced_tool(run: _Run) -> AsyncGenerator[list[Any], None]:
     """Phase 2: the worker opens a tool-call header; the arguments follow the schema."""
     names = run.plan.tool_names
     stops = harmony.stop_token_ids()

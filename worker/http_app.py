@@ -22,7 +22,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from worker.errors import (
     AuthenticationFailed,
     InvalidRequest,
-    NotFound,
     PayloadTooLarge,
     Unavailable,
     WorkerError,
@@ -89,7 +88,7 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         return JSONResponse({**body, "status": "ready", "model": service.model_names[0]})
 
     @app.get("/v1/models")
-    async def models(request: Request) -> JSONResponse:
+    async def models(request: Request) -> Response:
         _authorize(request, state)
         return _json(state.ready_service().models())
 
@@ -141,12 +140,14 @@ async def _read_json(request: Request, limit: int) -> Any:
         return json.loads(text)
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc.msg} at position {exc.pos}")
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"request body is not valid JSON: {exc.msg} at position {exc.pos}"
+        ) from None
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
-    status, body = to_openai_error(exc)
+    _, body = to_openai_error(exc)
     err = body["error"]
     return InvalidRequest(err["message"], param=err["param"])
 

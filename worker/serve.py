@@ -26,19 +26,21 @@ def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         try:
-            state.service = await start(settings, env, timeline)
+            service = await start(settings, env, timeline)
         except Exception as exc:
             log.error("start-up failed: %s: %s", type(exc).__name__, exc)
             _exit(3)
+            raise
+        state.service = service
         watcher = asyncio.create_task(_watch_engine(state))
         url = f"http://{settings.host}:{settings.port}/v1"
-        log.info("READY: model %s at %s", state.service.model_names[0], url)
+        log.info("READY: model %s at %s", service.model_names[0], url)
         try:
             yield
         finally:
             state.draining = True
             watcher.cancel()
-            await state.service.engine.shutdown()
+            await service.engine.shutdown()
 
     return create_app(state, lifespan=lifespan)
 

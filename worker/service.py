@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -118,7 +118,8 @@ class ChatService:
         base = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
+            # OpenAI accepts top_p=0 (greedy); vLLM needs it above zero.
+            top_p=1.0 if req.top_p is None else max(req.top_p, 1e-6),
             top_k=req.top_k or 0,
             min_p=req.min_p or 0.0,
             seed=req.seed,
@@ -178,7 +179,7 @@ class ChatService:
             "choices": choices, "usage": self._usage(p, results),
         })
 
-    async def stream(self, p: Prepared) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, p: Prepared) -> AsyncGenerator[ChatCompletionChunk, None]:
         results = [ChoiceResult() for _ in p.plans]
         head = {"id": p.id, "object": "chat.completion.chunk", "created": p.created,
                 "model": p.model}
@@ -192,7 +193,8 @@ class ChatService:
         async with aclosing(_merge(streams)) as merged:
             async for i, events in merged:
                 if events is None:
-                    yield chunk([{"index": i, "delta": {}, "finish_reason": results[i].finish_reason}])
+                    reason = results[i].finish_reason
+                    yield chunk([{"index": i, "delta": {}, "finish_reason": reason}])
                     continue
                 for delta in _deltas(events, p.id, i):
                     yield chunk([{"index": i, "delta": delta}])
@@ -200,7 +202,7 @@ class ChatService:
         if opts is not None and opts.include_usage:
             yield chunk([], usage=self._usage(p, results))
 
-    async def _events(self, p: Prepared, i: int, result: ChoiceResult) -> AsyncIterator[list]:
+    async def _events(self, p: Prepared, i: int, result: ChoiceResult) -> AsyncGenerator[list, None]:
         stops = StopMatcher(p.stop) if p.stop else None
         gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
         try:
@@ -279,7 +281,7 @@ def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-async def _merge(gens: list[AsyncIterator[list]]) -> AsyncIterator[tuple[int, list | None]]:
+async def _merge(gens: list[AsyncGenerator[list, None]]) -> AsyncGenerator[tuple[int, list | None], None]:
     """Interleave several event streams; yields (index, events), and (index, None) at each end."""
     if len(gens) == 1:
         async with aclosing(gens[0]) as only:
@@ -289,7 +291,7 @@ async def _merge(gens: list[AsyncIterator[list]]) -> AsyncIterator[tuple[int, li
         return
     queue: asyncio.Queue[tuple[int, list | BaseException | None]] = asyncio.Queue()
 
-    async def pump(i: int, g: AsyncIterator[list]) -> None:
+    async def pump(i: int, g: AsyncGenerator[list, None]) -> None:
         try:
             async for events in g:
                 await queue.put((i, events))

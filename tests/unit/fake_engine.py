@@ -8,7 +8,7 @@ way vLLM does. The real vLLM engine is exercised by tests/integration.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from worker.engine_api import EngineDeadError, EngineInfo, GenerationDelta, SamplingOptions
 
@@ -36,7 +36,7 @@ class FakeEngine:
         return self.dead
 
     async def generate(self, request_id: str, prompt_token_ids: Sequence[int],
-                       options: SamplingOptions) -> AsyncIterator[GenerationDelta]:
+                       options: SamplingOptions) -> AsyncGenerator[GenerationDelta, None]:
         if self.dead:
             raise EngineDeadError("dead")
         prompt = list(prompt_token_ids)
