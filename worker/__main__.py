@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         return runpod_main(args, env)
     print(
         "usage: python -m worker COMMAND\n\n"
-        "  plan   [--gpu NAME] [--count N] [--json]   hardware, engine plan and fit; loads nothing\n"
+        "  plan   [--gpu NAME] [--count N] [--json]   hardware, plan and fit; loads nothing\n"
         "  serve                                      OpenAI-compatible HTTP server on HOST:PORT\n"
         "  runpod                                     RunPod Serverless worker (the image's CMD)\n",
         file=sys.stderr if command != "help" else sys.stdout,

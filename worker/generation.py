@@ -120,6 +120,7 @@ async def run_choice(
                     yield events
     yield run.parser.finish()
     result.malformed = run.parser.malformed
+    result.reasoning_tokens = run.parser.reasoning_tokens
     if result.tool_calls and result.finish_reason == "stop":
         result.finish_reason = "tool_calls"  # type: ignore[assignment]
 
@@ -136,7 +137,6 @@ async def _reason(run: _Run) -> AsyncGenerator[list[Any], None]:
     last = -1
     async with aclosing(run.generate(opts, "a")) as gen:
         async for toks, events in gen:
-            run.result.reasoning_tokens += len(toks)
             last = toks[-1] if toks else last
             yield events
     if last != harmony.END:

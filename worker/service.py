@@ -202,7 +202,9 @@ class ChatService:
         if opts is not None and opts.include_usage:
             yield chunk([], usage=self._usage(p, results))
 
-    async def _events(self, p: Prepared, i: int, result: ChoiceResult) -> AsyncGenerator[list, None]:
+    async def _events(
+        self, p: Prepared, i: int, result: ChoiceResult
+    ) -> AsyncGenerator[list, None]:
         stops = StopMatcher(p.stop) if p.stop else None
         gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
         try:
@@ -281,7 +283,10 @@ def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-async def _merge(gens: list[AsyncGenerator[list, None]]) -> AsyncGenerator[tuple[int, list | None], None]:
+Events = AsyncGenerator[list, None]
+
+
+async def _merge(gens: list[Events]) -> AsyncGenerator[tuple[int, list | None], None]:
     """Interleave several event streams; yields (index, events), and (index, None) at each end."""
     if len(gens) == 1:
         async with aclosing(gens[0]) as only:
