@@ -173,7 +173,9 @@ class VllmEngine:
                     num_prompt_tokens=len(out.prompt_token_ids or ()),
                     finished=finished,
                     finish_reason=_finish_reason(comp.finish_reason) if finished else None,
-                    logprobs=_logprobs(comp) if options.logprobs is not None else None,
+                    logprobs=(
+                        _logprobs(comp, options.logprobs) if options.logprobs is not None else None
+                    ),
                 )
         except Exception as exc:
             if self._is_engine_dead(exc):
@@ -228,13 +230,14 @@ def _finish_reason(reason: str | None) -> FinishReason:
     return "stop"
 
 
-def _logprobs(comp: Any) -> tuple[TokenLogprob, ...]:
+def _logprobs(comp: Any, k: int) -> tuple[TokenLogprob, ...]:
+    """The sampled token's logprob and the top `k` alternatives (vLLM adds the sampled one)."""
     out: list[TokenLogprob] = []
     entries = comp.logprobs or []
     for token_id, entry in zip(comp.token_ids, entries, strict=False):
-        chosen = entry.get(token_id) if hasattr(entry, "get") else None
+        chosen = entry.get(token_id)
         ranked = sorted(
-            ((tid, lp.logprob) for tid, lp in entry.items() if tid != token_id or lp.rank),
+            ((tid, lp.logprob) for tid, lp in entry.items() if lp.rank is not None and lp.rank <= k),
             key=lambda kv: -kv[1],
         )
         out.append(TokenLogprob(

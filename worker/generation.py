@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from worker import harmony
-from worker.engine_api import Engine, FinishReason, SamplingOptions
-from worker.streaming import HarmonyStreamParser, ToolCallStart
+from worker.engine_api import Engine, FinishReason, SamplingOptions, TokenLogprob
+from worker.streaming import ContentDelta, HarmonyStreamParser, ToolCallStart
 
 Mode = Literal["free", "tool", "json"]
 
@@ -40,6 +40,13 @@ class ChoicePlan:
     reasoning_budget: int = 4096
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerLogprobs:
+    """Event: logprobs of the answer (final channel) tokens that produced the content before it."""
+
+    entries: tuple[TokenLogprob, ...]
+
+
 @dataclass
 class ChoiceResult:
     """Filled in while the events stream; final once the iterator is exhausted."""
@@ -57,6 +64,7 @@ class _Run:
     def __init__(self, engine: Engine, request_id: str, plan: ChoicePlan, result: ChoiceResult):
         self.engine, self.request_id, self.plan, self.result = engine, request_id, plan, result
         self.parser = HarmonyStreamParser()
+        self.pending_logprobs: list[TokenLogprob] = []
         self.ctx = list(plan.prompt)
         self.budget = plan.options.max_tokens
 
@@ -83,9 +91,34 @@ class _Run:
                 self.result.completion_tokens += len(toks)
                 if delta.finished:
                     self.result.finish_reason = delta.finish_reason or "stop"
-                events = self.parser.feed(toks) if parse and toks else []
+                if not (parse and toks):
+                    events = []
+                elif delta.logprobs:
+                    events = self._feed_with_logprobs(toks, delta.logprobs)
+                else:
+                    events = self.parser.feed(toks)
                 _count(events, self.result)
                 yield toks, events
+
+
+    def _feed_with_logprobs(
+        self, toks: list[int], logprobs: tuple[TokenLogprob, ...]
+    ) -> list[Any]:
+        """Feed token by token so each answer token's logprob follows the text it made."""
+        events: list[Any] = []
+        for tok, lp in zip(toks, logprobs, strict=False):
+            fed = self.parser.feed([tok])
+            events.extend(fed)
+            if not fed:
+                if tok < harmony.FIRST_SPECIAL:
+                    self.pending_logprobs.append(lp)  # half a character, or a header word
+                else:
+                    self.pending_logprobs.clear()
+                continue
+            if any(isinstance(e, ContentDelta) for e in fed):
+                events.append(AnswerLogprobs((*self.pending_logprobs, lp)))
+            self.pending_logprobs.clear()
+        return events
 
 
 async def run_choice(

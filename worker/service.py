@@ -20,7 +20,13 @@ from typing import Any
 from worker import harmony
 from worker.engine_api import Engine, SamplingOptions
 from worker.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
-from worker.generation import REASONING_BUDGET, ChoicePlan, ChoiceResult, run_choice
+from worker.generation import (
+    REASONING_BUDGET,
+    AnswerLogprobs,
+    ChoicePlan,
+    ChoiceResult,
+    run_choice,
+)
 from worker.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -52,6 +58,7 @@ class _Choice:
     reasoning: list[str] = field(default_factory=list)
     content: list[str] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ChatService:
@@ -86,9 +93,6 @@ class ChatService:
             raise ModelNotFound(
                 f"model {req.model!r} is not served here; available: {list(self.model_names)}"
             )
-        if req.logprobs or req.top_logprobs:
-            raise InvalidRequest("logprobs are not supported by this worker yet",
-                                 param="logprobs")
         n = req.n or 1
         if n > self.max_n:
             raise InvalidRequest(f"n must be at most {self.max_n}", param="n")
@@ -125,6 +129,7 @@ class ChatService:
             seed=req.seed,
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         )
         effort = req.reasoning_effort or self.default_effort
         reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
@@ -173,6 +178,7 @@ class ChatService:
                     "tool_calls": calls or None,
                 },
                 "finish_reason": r.finish_reason,
+                "logprobs": {"content": a.logprobs} if p.request.logprobs else None,
             })
         return ChatCompletion.model_validate({
             "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
@@ -196,8 +202,8 @@ class ChatService:
                     reason = results[i].finish_reason
                     yield chunk([{"index": i, "delta": {}, "finish_reason": reason}])
                     continue
-                for delta in _deltas(events, p.id, i):
-                    yield chunk([{"index": i, "delta": delta}])
+                for entry in _deltas(events):
+                    yield chunk([{"index": i, **entry}])
         opts = p.request.stream_options
         if opts is not None and opts.include_usage:
             yield chunk([], usage=self._usage(p, results))
@@ -262,21 +268,43 @@ def _accumulate(acc: _Choice, events: list[Any]) -> None:
                                    "function": {"name": ev.name, "arguments": ""}}
         elif isinstance(ev, ToolCallArgsDelta) and ev.index in acc.calls:
             acc.calls[ev.index]["function"]["arguments"] += ev.text
+        elif isinstance(ev, AnswerLogprobs):
+            acc.logprobs.extend(_logprob_entries(ev))
 
 
-def _deltas(events: list[Any], request_id: str, choice: int) -> list[dict[str, Any]]:
+def _deltas(events: list[Any]) -> list[dict[str, Any]]:
+    """Stream chunk choices (without index) for a list of events."""
     out: list[dict[str, Any]] = []
     for ev in events:
         if isinstance(ev, ContentDelta):
-            out.append({"content": ev.text})
+            out.append({"delta": {"content": ev.text}})
         elif isinstance(ev, ReasoningDelta):
-            out.append({"reasoning": ev.text, "reasoning_content": ev.text})
+            out.append({"delta": {"reasoning": ev.text, "reasoning_content": ev.text}})
         elif isinstance(ev, ToolCallStart):
-            out.append({"tool_calls": [{"index": ev.index, "id": _call_id(), "type": "function",
-                                        "function": {"name": ev.name, "arguments": ""}}]})
+            call = {"index": ev.index, "id": _call_id(), "type": "function",
+                    "function": {"name": ev.name, "arguments": ""}}
+            out.append({"delta": {"tool_calls": [call]}})
         elif isinstance(ev, ToolCallArgsDelta):
-            out.append({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.text}}]})
+            call = {"index": ev.index, "function": {"arguments": ev.text}}
+            out.append({"delta": {"tool_calls": [call]}})
+        elif isinstance(ev, AnswerLogprobs):
+            logprobs = {"content": _logprob_entries(ev)}
+            if out and "content" in out[-1]["delta"] and "logprobs" not in out[-1]:
+                out[-1]["logprobs"] = logprobs  # ride on the content it belongs to
+            else:
+                out.append({"delta": {}, "logprobs": logprobs})
     return out
+
+
+def _logprob_entries(ev: AnswerLogprobs) -> list[dict[str, Any]]:
+    def one(token_id: int, logprob: float) -> dict[str, Any]:
+        raw = harmony.token_bytes([token_id])
+        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return [
+        {**one(e.token_id, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
+        for e in ev.entries
+    ]
 
 
 def _call_id() -> str:

@@ -143,3 +143,14 @@ def test_api_key_required(scripted_server: Server) -> None:
         bad.models.list()
     assert httpx.get(f"{scripted_server.url}/health").status_code == 200  # no auth on probes
     assert KEY not in scripted_server.log_text()
+
+
+def test_logprobs_of_the_answer(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi there"}], logprobs=True,
+        top_logprobs=3, **GREEDY)
+    content = r.choices[0].logprobs.content if r.choices[0].logprobs else None
+    assert content and "".join(e.token for e in content) == scripted.ANSWER
+    for e in content:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 3
+        assert e.top_logprobs[0].token == e.token  # greedy: the sampled token ranks first

@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from worker.engine_api import EngineDeadError, EngineInfo, GenerationDelta, SamplingOptions
+from worker.engine_api import (
+    EngineDeadError,
+    EngineInfo,
+    GenerationDelta,
+    SamplingOptions,
+    TokenLogprob,
+)
 
 Script = Callable[[list[int], SamplingOptions], list[int]]
 
@@ -59,8 +65,14 @@ class FakeEngine:
                 await asyncio.sleep(0)
                 part = tuple(emitted[i:i + self.chunk])
                 last = i + self.chunk >= len(emitted)
+                lps = None
+                if options.logprobs is not None:  # a made-up but well-formed distribution
+                    lps = tuple(TokenLogprob(t, -0.25, tuple((t + j, -0.25 - j)
+                                                             for j in range(options.logprobs)))
+                                for t in part)
                 yield GenerationDelta(token_ids=part, num_prompt_tokens=len(prompt),
-                                      finished=last, finish_reason=reason if last else None)
+                                      finished=last, finish_reason=reason if last else None,
+                                      logprobs=lps)
         finally:
             if request_id in self.running:
                 self.running.discard(request_id)

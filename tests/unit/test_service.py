@@ -213,3 +213,18 @@ async def test_errors() -> None:
     with pytest.raises(InvalidRequest) as e3:
         svc.prepare(request(n=50))
     assert e3.value.param == "n"
+
+
+async def test_logprobs_cover_exactly_the_answer_tokens() -> None:
+    svc, eng = service()
+    full, chunks = await both(svc, request(logprobs=True, top_logprobs=2))
+    assert eng.calls[0][1].logprobs == 2
+    content = full.choices[0].logprobs.content
+    assert "".join(e.token for e in content) == "Hello there, friend!"
+    assert all(e.logprob == -0.25 and len(e.top_logprobs) == 2 for e in content)
+    assert bytes(b for e in content for b in e.bytes) == b"Hello there, friend!"
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.content]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    plain = await svc.complete(svc.prepare(request()))
+    assert plain.choices[0].logprobs is None and eng.calls[-1][1].logprobs is None
