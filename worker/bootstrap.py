@@ -163,9 +163,17 @@ async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline) 
 
     with timeline.phase("engine"):
         engine = await VllmEngine.build(resolved.engine_config)
-    service = ChatService(engine, default_effort=settings.default_reasoning_effort)
+    service = ChatService(engine, default_effort=settings.default_reasoning_effort,
+                          limits=limits_from(settings))
     log.info("%s", timeline.summary())
     return service
+
+
+def limits_from(settings: Settings) -> Any:
+    from worker.service import Limits
+
+    return Limits(max_n=settings.max_n, max_messages=settings.max_messages,
+                  max_completion_tokens=settings.max_completion_tokens_limit)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -123,6 +123,23 @@ class Settings(BaseModel):
         "MAX_CONCURRENCY", group="API & networking",
         doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS."))
 
+    # --- limits ----------------------------------------------------------------
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, json_schema_extra=_env(
+        "MAX_REQUEST_BYTES", group="Limits",
+        doc="Largest request body (HTTP) in bytes; larger → 413."))
+    max_completion_tokens_limit: int | None = Field(None, ge=1, json_schema_extra=_env(
+        "MAX_COMPLETION_TOKENS_LIMIT", group="Limits",
+        doc="Cap on max_tokens per request. Unset: the rest of the context."))
+    max_n: int = Field(8, ge=1, le=128, json_schema_extra=_env(
+        "MAX_N", group="Limits", doc="Largest `n` (choices per request)."))
+    max_messages: int = Field(2048, ge=1, json_schema_extra=_env(
+        "MAX_MESSAGES", group="Limits", doc="Most messages in one request."))
+    max_batch_lines: int = Field(4096, ge=1, json_schema_extra=_env(
+        "MAX_BATCH_LINES", group="Limits", doc="Most lines in one batch (RunPod job or HTTP)."))
+    drain_seconds: float = Field(30.0, ge=0, le=3600, json_schema_extra=_env(
+        "DRAIN_SECONDS", group="Limits",
+        doc="On SIGTERM, how long in-flight requests may finish while new ones get 503."))
+
     # --- SSH (pod image compatibility) ---------------------------------------
     public_key: str | None = Field(None, json_schema_extra=_env(
         "PUBLIC_KEY", group="SSH (pods)",

@@ -25,6 +25,7 @@ from worker.engine_api import (
     SamplingOptions,
     TokenLogprob,
 )
+from worker.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +178,19 @@ class VllmEngine:
                         _logprobs(comp, options.logprobs) if options.logprobs is not None else None
                     ),
                 )
+        except EngineDeadError:
+            self._dead = True
+            raise
         except Exception as exc:
             if self._is_engine_dead(exc):
                 self._dead = True
                 raise EngineDeadError(f"the engine died: {type(exc).__name__}") from exc
+            if isinstance(exc, ValueError | TypeError) and not finished:
+                # vLLM validates a request when it is added (e.g. a JSON schema it cannot
+                # compile): that is the client's error, not the server's.
+                param = "response_format" if options.json_schema or options.json_object else None
+                raise InvalidRequest(f"the engine rejected the request: {str(exc)[:300]}",
+                                     param=param) from exc
             raise
         finally:
             if not finished:
@@ -236,10 +246,8 @@ def _logprobs(comp: Any, k: int) -> tuple[TokenLogprob, ...]:
     entries = comp.logprobs or []
     for token_id, entry in zip(comp.token_ids, entries, strict=False):
         chosen = entry.get(token_id)
-        ranked = sorted(
-            ((tid, lp.logprob) for tid, lp in entry.items() if lp.rank is not None and lp.rank <= k),
-            key=lambda kv: -kv[1],
-        )
+        top = [(tid, lp.logprob) for tid, lp in entry.items() if (lp.rank or k + 1) <= k]
+        ranked = sorted(top, key=lambda kv: -kv[1])
         out.append(TokenLogprob(
             token_id=token_id,
             logprob=float(chosen.logprob) if chosen is not None else float("-inf"),

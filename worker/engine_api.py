@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from worker.errors import Unavailable
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -64,7 +66,7 @@ class EngineInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class EngineDeadError(RuntimeError):
+class EngineDeadError(Unavailable):
     """The engine can no longer serve; the process should exit so the platform replaces it."""
 
 

@@ -42,6 +42,7 @@ class AppState:
     api_key: SecretStr | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     draining: bool = False
+    inflight: int = 0  # /v1 requests whose response has not been fully sent
     startup_error: str | None = None
     timeline: dict[str, float] = field(default_factory=dict)
 
@@ -59,6 +60,7 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
     app = FastAPI(title="gpt-oss worker", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.state.worker = state
+    app.add_middleware(InflightCounter, state=state)
 
     @app.exception_handler(WorkerError)
     async def _worker_error(_: Request, exc: WorkerError) -> JSONResponse:
@@ -80,12 +82,15 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
 
     @app.get("/ready")
     async def ready() -> JSONResponse:
-        body: dict[str, Any] = {"timeline": state.timeline}
+        body: dict[str, Any] = {"timeline": state.timeline, "inflight": state.inflight}
         try:
             service = state.ready_service()
         except Unavailable as exc:
             return JSONResponse({**body, "status": "unavailable", "reason": exc.message}, 503)
-        return JSONResponse({**body, "status": "ready", "model": service.model_names[0]})
+        return JSONResponse({
+            **body, "status": "ready", "model": service.model_names[0],
+            "engine_requests": await service.engine.num_unfinished(),
+        })
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -110,7 +115,44 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         result = await _unless_disconnected(request, service.complete(prepared))
         return _json(result)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the chat request body (parsed by hand, so FastAPI can't see it)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    body = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["ChatCompletionRequest"] = body
+    post = schema["paths"]["/v1/chat/completions"]["post"]
+    post["requestBody"] = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}
+    app.openapi_schema = schema
+    return schema
+
+
+class InflightCounter:
+    """Counts /v1 requests until their last body byte is sent (streams included)."""
+
+    def __init__(self, app: Any, state: AppState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        self.state.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.inflight -= 1
 
 
 def _authorize(request: Request, state: AppState) -> None:

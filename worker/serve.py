@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
     """The FastAPI app; its lifespan builds the engine and watches it."""
-    state = AppState(api_key=settings.api_key)
+    state = AppState(api_key=settings.api_key, max_body_bytes=settings.max_request_bytes)
     timeline = Timeline()
     state.timeline = timeline.phases
 
@@ -60,6 +60,41 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
+class DrainingServer:
+    """uvicorn, with a drain on SIGTERM: new requests get 503 while in-flight ones finish."""
+
+    def __init__(self, app: Any, settings: Settings):
+        import uvicorn
+
+        self.state: AppState = app.state.worker
+        self.drain_seconds = settings.drain_seconds
+        config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                                log_level=settings.log_level, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self._uvicorn_exit = self.server.handle_exit
+        self.server.handle_exit = self._on_signal  # type: ignore[method-assign]
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        if self.state.draining or self.drain_seconds <= 0:
+            self._uvicorn_exit(sig, frame)  # a second signal: stop now
+            return
+        self.state.draining = True
+        log.info("signal %s: draining %d in-flight request(s) for up to %.0fs",
+                 sig, self.state.inflight, self.drain_seconds)
+        loop = asyncio.get_running_loop()  # the handler runs on the loop's thread
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain(sig, frame)))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        deadline = asyncio.get_running_loop().time() + self.drain_seconds
+        while self.state.inflight > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        log.info("drained (%d request(s) left); shutting down", self.state.inflight)
+        self._uvicorn_exit(sig, frame)
+
+    def run(self) -> None:
+        self.server.run()
+
+
 def main(argv: list[str], env: Mapping[str, str]) -> int:
     try:
         settings = Settings.from_env(env)
@@ -67,9 +102,5 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    import uvicorn
-
-    app = build_app(settings, env)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=30)
+    DrainingServer(build_app(settings, env), settings).run()
     return 0

@@ -39,6 +39,15 @@ from worker.streaming import ContentDelta, ReasoningDelta, ToolCallArgsDelta, To
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Per-request limits; adapters enforce body size and batch lines themselves."""
+
+    max_n: int = 8
+    max_messages: int = 2048
+    max_completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Prepared:
     """A validated request, rendered and planned; ready to run."""
 
@@ -68,12 +77,12 @@ class ChatService:
         *,
         default_effort: str = "medium",
         today: Callable[[], str] = lambda: dt.date.today().isoformat(),
-        max_n: int = 8,
+        limits: Limits | None = None,
     ):
         self.engine = engine
         self.default_effort = default_effort
         self._today = today
-        self.max_n = max_n
+        self.limits = limits or Limits()
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -94,8 +103,16 @@ class ChatService:
                 f"model {req.model!r} is not served here; available: {list(self.model_names)}"
             )
         n = req.n or 1
-        if n > self.max_n:
-            raise InvalidRequest(f"n must be at most {self.max_n}", param="n")
+        if n > self.limits.max_n:
+            raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
+        if len(req.messages) > self.limits.max_messages:
+            raise InvalidRequest(
+                f"at most {self.limits.max_messages} messages per request", param="messages")
+        cap = self.limits.max_completion_tokens
+        asked = req.effective_max_tokens()
+        if cap is not None and asked is not None and asked > cap:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
         tool_choice = req.tool_choice
         tools = req.tools or []
         include_tools = bool(tools) and tool_choice != "none"
@@ -109,7 +126,6 @@ class ChatService:
                 f"this model's maximum context length is {max_len} tokens, but the messages "
                 f"are {len(prompt)} tokens long"
             )
-        asked = req.effective_max_tokens()
         room = max_len - len(prompt)
         if asked is not None and asked > room:
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
@@ -118,7 +134,7 @@ class ChatService:
                 f"maximum context length of {max_len} tokens (at most {room} here)",
                 param=param,
             )
-        budget = asked if asked is not None else room
+        budget = asked if asked is not None else min(room, cap or room)
         base = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,
