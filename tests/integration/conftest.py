@@ -116,14 +116,14 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def random_server(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with run_server(random_model, tmp_path_factory.mktemp("random-server"),
                     SERVED_MODEL_NAME="tiny-random") as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scripted_server(
     scripted_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:

@@ -1,0 +1,73 @@
+# syntax=docker/dockerfile:1
+#
+# RunPod Serverless worker for gpt-oss on vLLM (see docs/RUNPOD.md).
+#
+#   docker build -t gpt-oss-worker .
+#   docker build --build-arg MODEL=openai/gpt-oss-20b -t gpt-oss-worker:20b .   # weights baked in
+#   (a gated or private model: add --secret id=hf_token,env=HF_TOKEN)
+#
+# The base is the vLLM image of the pinned release: its vLLM, torch and CUDA are used as
+# they are. tests/unit/test_dockerfile.py checks this tag against worker.VLLM_VERSION and
+# the pyproject pins.
+FROM vllm/vllm-openai:v0.32.0
+
+# The base starts `vllm serve`; this image runs the worker instead (CMD at the end).
+ENTRYPOINT []
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1
+
+# --- Optional: bake a model's weights into the image --------------------------------------
+# Done before the source is copied, so a code change does not download the weights again.
+# gpt-oss repos also hold `original/` and `metal/` copies of the weights: skipped.
+ARG MODEL=""
+ARG MODEL_REVISION=""
+RUN --mount=type=secret,id=hf_token,env=HF_TOKEN,required=false \
+    if [ -n "$MODEL" ]; then \
+      python3 -c "import sys; from huggingface_hub import snapshot_download; \
+snapshot_download(sys.argv[1], revision=sys.argv[2] or None, local_dir='/models/baked', \
+ignore_patterns=['original/*', 'metal/*', '*.pth'])" "$MODEL" "$MODEL_REVISION" \
+      && rm -rf /models/baked/.cache; \
+    fi
+# Baked: serve the local copy under the repo's name, never touching the Hub at run time.
+# Not baked: these stay empty, which the worker treats as unset.
+ENV SERVED_MODEL_NAME=${MODEL}
+ENV MODEL=${MODEL:+/models/baked} \
+    HF_HUB_OFFLINE=${MODEL:+1}
+
+# --- The worker ------------------------------------------------------------------------------
+# One Harmony package only: vLLM >= 0.31 uses oss-harmony (vocabulary embedded); the older
+# openai-harmony has the same import name and downloads its vocabulary at first use.
+# The engine stack the base installed (vLLM, torch, CUDA libraries, kernels, tokenizers) is
+# pinned as a constraint (oss-harmony too: our pin must be the one vLLM was built with), so
+# installing the worker can never move it (a conflict fails the build instead). Other
+# packages may move: the runpod SDK needs newer aiohttp, fastapi, boto3.
+WORKDIR /opt/gpt-oss-worker
+COPY . .
+RUN python3 -m pip uninstall -y openai-harmony >/dev/null 2>&1 || true; \
+    python3 -m pip freeze --all | grep -iE \
+      '^(vllm|torch|torchvision|torchaudio|triton|xformers|flashinfer[a-z0-9_-]*|nvidia-[a-z0-9_-]+|transformers|tokenizers|xgrammar|numpy|oss-harmony)==' \
+      > /tmp/engine-constraints.txt \
+    && python3 -m pip install --constraint /tmp/engine-constraints.txt ".[runpod]" \
+    && rm /tmp/engine-constraints.txt \
+    && python3 -c "from importlib.metadata import version; import worker; \
+assert version('vllm') == worker.VLLM_VERSION, (version('vllm'), worker.VLLM_VERSION)"
+
+# The Harmony vocabulary must load with no network: prove it at build time.
+RUN --network=none HF_HUB_OFFLINE=1 python3 -c "from openai_harmony import \
+HarmonyEncodingName as N, load_harmony_encoding as load; load(N.HARMONY_GPT_OSS)"
+
+# --- User ----------------------------------------------------------------------------------
+# Root by default: RunPod mounts network volumes (/runpod-volume, the weight cache) owned by
+# root, so a non-root worker could not write its cache there. Where no such volume is used,
+# build with --build-arg WORKER_USER=worker to run as an unprivileged user.
+ARG WORKER_USER=root
+RUN if [ "$WORKER_USER" != "root" ]; then \
+      useradd --create-home --uid 1000 "$WORKER_USER" \
+      && mkdir -p /models && chown -R "$WORKER_USER" /models /opt/gpt-oss-worker; \
+    fi
+USER ${WORKER_USER}
+
+CMD ["python3", "-m", "worker", "runpod"]

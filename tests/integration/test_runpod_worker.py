@@ -1,0 +1,360 @@
+"""The real RunPod SDK worker loop (`python -m worker runpod`) on the tiny random model.
+
+A job queue served here on 127.0.0.1 plays RunPod's side of the protocol the
+SDK speaks: `GET /job-take[-batch]/<worker>` hands out jobs, `GET /job-stop/
+<worker>` long-polls for jobs to cancel, `POST /job-stream/...` receives each
+yield, `POST /job-done/...` the final result. The tests assert what the queue
+received. The last queue test kills the engine core and checks the worker
+exits non-zero; then a second worker runs the SDK's local API server
+(`--rp_serve_api`) and is called over HTTP. One engine at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from .conftest import START_TIMEOUT, engine_env, free_port, stop
+
+CHAT = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 12}
+RUNNING: list[subprocess.Popen[bytes]] = []  # worker processes this module started
+LONG = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 1900,
+        "stream": True}
+
+
+class JobQueue:
+    """RunPod's job API, as the SDK calls it; records everything it receives."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.cond = threading.Condition()
+        self.pending: list[dict[str, Any]] = []
+        self.to_stop: list[str] = []
+        self.takes: list[tuple[int, list[str]]] = []  # (batch_size asked, job ids given)
+        self.streamed: dict[str, list[tuple[float, Any]]] = {}
+        self.done: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.polled = threading.Event()
+
+    def submit(self, job_input: Any) -> str:
+        job_id = f"job-{uuid.uuid4().hex[:8]}"
+        with self.cond:
+            self.pending.append({"id": job_id, "input": job_input})
+            self.cond.notify_all()
+        return job_id
+
+    def submit_all(self, inputs: list[Any]) -> list[str]:
+        with self.cond:  # all at once, so one batch take can fetch them together
+            ids = [f"job-{uuid.uuid4().hex[:8]}" for _ in inputs]
+            self.pending += [{"id": i, "input": x} for i, x in zip(ids, inputs, strict=True)]
+            self.cond.notify_all()
+        return ids
+
+    def cancel(self, job_id: str) -> None:
+        with self.cond:
+            self.to_stop.append(job_id)
+            self.cond.notify_all()
+
+    def result(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: job_id in self.done, timeout):
+                raise TimeoutError(f"{job_id} not done in {timeout}s")
+            return self.done[job_id][1]
+
+    def wait_streamed(self, job_id: str, timeout: float = 60) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.streamed.get(job_id), timeout)
+
+    def outputs(self, job_id: str) -> list[Any]:
+        return [body["output"] for _, body in self.streamed.get(job_id, [])]
+
+    # -- what the HTTP handler calls ------------------------------------------------
+    def take(self, n: int) -> list[dict[str, Any]]:
+        self.polled.set()
+        with self.cond:
+            self.cond.wait_for(lambda: self.pending, timeout=0.5)
+            jobs, self.pending = self.pending[:n], self.pending[n:]
+            if jobs:
+                self.takes.append((n, [j["id"] for j in jobs]))
+            return jobs
+
+    def stops(self) -> list[str]:
+        with self.cond:
+            self.cond.wait_for(lambda: self.to_stop, timeout=0.5)
+            ids, self.to_stop = self.to_stop, []
+            return ids
+
+    def record(self, kind: str, job_id: str, body: dict[str, Any]) -> None:
+        with self.cond:
+            if kind == "job-stream":
+                self.streamed.setdefault(job_id, []).append((time.monotonic(), body))
+            else:
+                self.done[job_id] = (time.monotonic(), body)
+            self.cond.notify_all()
+
+
+def serve_queue(queue: JobQueue) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def reply(self, status: int, body: Any = None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            kind = url.path.split("/")[1]
+            if kind == "job-stop":
+                ids = queue.stops()
+                return self.reply(200, {"jobsToStop": ids}) if ids else self.reply(204)
+            n = int(parse_qs(url.query).get("batch_size", ["1"])[0])
+            jobs = queue.take(n)
+            if not jobs:
+                return self.reply(204)
+            return self.reply(200, jobs if kind == "job-take-batch" else jobs[0])
+
+        def do_POST(self) -> None:
+            parts = urlparse(self.path).path.split("/")  # /job-done/<worker>/<job id>
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            queue.record(parts[1], parts[3], body)
+            self.reply(200, {})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_worker(model: Path, tmp: Path, argv: list[str], **env: str) -> Worker:
+    log = tmp / "worker.log"
+    full_env = engine_env(tmp, MODEL=str(model), SERVED_MODEL_NAME="tiny-random",
+                          RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true", RUNPOD_SKIP_GPU_CHECK="true",
+                          RUNPOD_POD_ID="local", **env)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "worker", "runpod", *argv], env=full_env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    RUNNING.append(proc)
+    return Worker(proc, log)
+
+
+@pytest.fixture(scope="module")
+def queue() -> Iterator[JobQueue]:
+    q = JobQueue()
+    server = serve_queue(q)
+    q.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield q
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def worker(queue: JobQueue, random_model: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    url = queue.url
+    w = start_worker(
+        random_model, tmp_path_factory.mktemp("runpod-worker"), [],
+        RUNPOD_WEBHOOK_GET_JOB=f"{url}/job-take/$ID?gpu=test",
+        RUNPOD_WEBHOOK_POST_OUTPUT=f"{url}/job-done/$RUNPOD_POD_ID/$ID?gpu=test",
+        RUNPOD_WEBHOOK_POST_STREAM=f"{url}/job-stream/$RUNPOD_POD_ID/$ID?gpu=test",
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not queue.polled.wait(0.5):  # the SDK asks for jobs only once the engine is up
+            if w.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{w.log_text()[-4000:]}")
+        yield w
+    finally:
+        stop(w.proc)
+
+
+def error_of(done: dict[str, Any]) -> dict[str, Any]:
+    assert "output" not in done or not done["output"]  # FAILED, not COMPLETED-with-nothing
+    return json.loads(done["error"])  # a JSON error object, not a Python repr
+
+
+def sse_events(texts: list[str]) -> list[Any]:
+    events = [e for e in "".join(texts).split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    return [e[6:] if e == "data: [DONE]" else json.loads(e[6:]) for e in events]
+
+
+def test_cold_start_is_logged_per_phase_before_the_first_job(worker: Worker) -> None:
+    text = worker.log_text()
+    for phase in ("sdk_import", "probe", "plan", "engine"):
+        assert f"start-up phase {phase} done in" in text
+    assert text.index("READY: model tiny-random") < text.index("Starting Serverless Worker")
+
+
+def test_chat_job(worker: Worker, queue: JobQueue) -> None:
+    done = queue.result(queue.submit(CHAT))
+    [completion] = done["output"]
+    ChatCompletion.model_validate(completion)
+    assert completion["usage"]["completion_tokens"] <= 12 and "error" not in done
+
+
+def test_openai_route_chat_and_models(worker: Worker, queue: JobQueue) -> None:
+    [completion] = queue.result(queue.submit({"openai_route": "/v1/chat/completions",
+                                              "openai_input": CHAT}))["output"]
+    assert ChatCompletion.model_validate(completion).model == "tiny-random"
+    for job_input in ({"openai_route": "/v1/models"},
+                      {"openai_route": "/v1/models", "openai_input": {}}):
+        [models] = queue.result(queue.submit(job_input))["output"]
+        assert [m["id"] for m in models["data"]] == ["tiny-random"]
+
+
+def test_openai_route_stream_sends_sse_text_before_the_job_ends(
+        worker: Worker, queue: JobQueue) -> None:
+    body = {**CHAT, "max_tokens": 200, "stream": True, "stream_options": {"include_usage": True}}
+    job = queue.submit({"openai_route": "/v1/chat/completions", "openai_input": body})
+    done = queue.result(job)
+    streamed = queue.streamed[job]
+    texts = [body["output"] for _, body in streamed]
+    assert all(isinstance(t, str) for t in texts) and texts == done["output"]
+    assert len(streamed) >= 2 and streamed[0][0] < queue.done[job][0] - 0.05
+    events = sse_events(texts)
+    assert events[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
+    assert chunks[-1].usage is not None
+    assert len(streamed) < len(events)  # grouped: not one POST per token
+
+
+def test_batch_of_twenty_with_two_bad_lines(worker: Worker, queue: JobQueue) -> None:
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {**CHAT, "max_tokens": 8}} for i in range(20)]
+    del lines[6]["custom_id"]
+    lines[15]["body"] = {"messages": [{"role": "user", "content": 3}]}
+    groups = queue.result(queue.submit({"batch": lines}), timeout=120)["output"]
+    out = [line for group in groups for line in group]
+    assert [o["response"]["status_code"] for o in out] == [400 if i in (6, 15) else 200
+                                                            for i in range(20)]
+    assert [o["custom_id"] for o in out][:6] == [f"r{i}" for i in range(6)]
+    assert out[6]["error"]["message"] and out[6]["response"]["body"]["error"]["param"] == \
+        "custom_id"
+    assert out[15]["response"]["body"]["error"]["param"].startswith("messages[0]")
+    assert all(ChatCompletion.model_validate(o["response"]["body"])
+               for i, o in enumerate(out) if i not in (6, 15))
+
+
+def test_several_jobs_are_fetched_together_and_run_concurrently(
+        worker: Worker, queue: JobQueue) -> None:
+    ids = queue.submit_all([{**CHAT, "max_tokens": 64, "stream": True} for _ in range(4)])
+    for job in ids:
+        done = queue.result(job, timeout=120)
+        assert done["output"] == queue.outputs(job)  # the aggregate is what was streamed
+        assert all(isinstance(g, list) and g[0]["object"] == "chat.completion.chunk"
+                   for g in done["output"])  # native stream: lists of chunk dicts
+    assert any(n > 1 and len(given) > 1 for n, given in queue.takes)  # a batch take
+    first_done = min(queue.done[j][0] for j in ids)
+    assert all(queue.streamed[j][0][0] < first_done for j in ids)  # all running at once
+
+
+def test_malformed_jobs_fail_with_a_json_error_naming_the_field(
+        worker: Worker, queue: JobQueue) -> None:
+    err = error_of(queue.result(queue.submit({"messages": [{"role": "user"}]})))
+    assert err["type"] == "invalid_request_error" and err["param"].startswith("messages[0]")
+    err = error_of(queue.result(queue.submit({"openai_route": "/v1/chat/completions",
+                                              "openai_input": {**CHAT, "temperature": "hot"}})))
+    assert err["param"] == "temperature" and "temperature" in err["message"]
+    assert error_of(queue.result(queue.submit("hello")))["param"] == "input"
+
+
+def test_cancelled_job_aborts_its_engine_request(worker: Worker, queue: JobQueue) -> None:
+    job = queue.submit({"openai_route": "/v1/chat/completions", "openai_input": LONG})
+    queue.wait_streamed(job)
+    queue.cancel(job)  # the SDK learns it from its /job-stop long-poll
+    line = (f"job {job} cancelled: its engine request was aborted "
+            "(engine requests unfinished now: 0)")
+    deadline = time.monotonic() + 20
+    while line not in worker.log_text():
+        assert time.monotonic() < deadline, worker.log_text()[-3000:]
+        time.sleep(0.2)
+    sent = len(queue.streamed[job])
+    time.sleep(1.0)
+    assert len(queue.streamed[job]) == sent and job not in queue.done  # nothing more
+    assert queue.result(queue.submit(CHAT))["output"]  # the worker serves on
+
+
+def test_engine_death_fails_the_job_and_exits_non_zero(worker: Worker, queue: JobQueue) -> None:
+    job = queue.submit(LONG)
+    queue.wait_streamed(job)
+    cores = [p for p in _children(worker.proc.pid) if b"EngineCore" in _cmdline(p)]
+    assert cores, "no EngineCore process found"
+    for pid in cores:
+        os.kill(pid, signal.SIGKILL)
+    assert error_of(queue.result(job, timeout=30))["type"] == "service_unavailable"
+    assert worker.proc.wait(30) == 4
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_local_api_server_runsync(random_model: Path,
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    for proc in RUNNING:  # one engine at a time
+        stop(proc)
+    port = free_port()
+    w = start_worker(random_model, tmp_path_factory.mktemp("runpod-api"),
+                     ["--rp_serve_api", "--rp_api_port", str(port), "--rp_api_host", "127.0.0.1"])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert w.proc.poll() is None and time.monotonic() < deadline, w.log_text()[-4000:]
+            try:
+                if httpx.get(f"{base}/docs", timeout=2).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        r = httpx.post(f"{base}/runsync", json={"input": CHAT}, timeout=120).json()
+        assert r["status"] == "COMPLETED"
+        ChatCompletion.model_validate(r["output"][0])
+        r = httpx.post(f"{base}/runsync", timeout=120, json={"input": {
+            "openai_route": "/v1/chat/completions", "openai_input": {**CHAT, "stream": True}}})
+        assert sse_events(r.json()["output"])[-1] == "[DONE]"
+    finally:
+        stop(w.proc)
+    assert w.proc.returncode == 0, w.log_text()[-3000:]  # SIGTERM: clean shutdown

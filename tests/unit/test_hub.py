@@ -1,0 +1,71 @@
+""".runpod/hub.json is generated from the settings model and in sync; tests.json is sane."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from worker import hubgen
+from worker.config import Settings
+from worker.jobs import BatchJob, ChatJob, ModelsJob, normalize_job_input
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hub() -> dict[str, Any]:
+    return json.loads((ROOT / ".runpod/hub.json").read_text())
+
+
+def test_hub_json_is_up_to_date() -> None:
+    assert hubgen.main(["--check", "--path", str(ROOT / ".runpod/hub.json")]) == 0, \
+        "run `python -m worker.hubgen`"
+
+
+def test_hub_json_has_the_required_fields() -> None:
+    h = hub()
+    assert {"title", "description", "type", "category", "config"} <= set(h)
+    assert (h["type"], h["category"]) == ("serverless", "language")
+    config = h["config"]
+    assert config["runsOn"] == "GPU" and config["gpuCount"] >= 1 and config["gpuIds"]
+    assert isinstance(config["containerDiskInGb"], int)
+
+
+def test_every_runpod_setting_is_an_input_with_its_default() -> None:
+    inputs = {e["key"]: e["input"] for e in hub()["config"]["env"]}
+    names = Settings.env_names()
+    expected = {names[f][0]: f for f in Settings.model_fields if f not in hubgen.NOT_ON_RUNPOD}
+    assert set(inputs) == set(expected)
+    for key, field_name in expected.items():
+        field, spec = Settings.model_fields[field_name], inputs[key]
+        assert spec["name"] and spec["description"]
+        assert spec["type"] in {"string", "number", "boolean"}
+        if field.annotation is SecretStr or field.annotation == SecretStr | None:
+            assert spec["advanced"] and "default" not in spec and "RUNPOD_SECRET" in \
+                spec["description"]
+        elif field.default is not None:
+            assert spec["default"] == field.default
+        else:
+            assert "default" not in spec
+        for option in spec.get("options", []):  # every choice is one Settings accepts
+            Settings.from_env({key: option["value"]})
+    assert inputs["HF_TOKEN"]["advanced"] is True
+
+
+def test_presets_only_set_known_variables() -> None:
+    keys = {e["key"] for e in hub()["config"]["env"]}
+    for preset in hub()["config"]["presets"]:
+        assert set(preset["defaults"]) <= keys
+        Settings.from_env({k: str(v) for k, v in preset["defaults"].items()})
+
+
+def test_tests_json_jobs_are_accepted_inputs() -> None:
+    spec = json.loads((ROOT / ".runpod/tests.json").read_text())
+    kinds = {type(normalize_job_input(t["input"])) for t in spec["tests"]}
+    assert kinds == {ChatJob, ModelsJob, BatchJob}
+    assert all(t["name"] and t.get("timeout", 1) > 0 for t in spec["tests"])
+    env = {e["key"]: e["value"] for e in spec["config"]["env"]}
+    Settings.from_env(env)
+    assert spec["config"]["gpuTypeId"] and spec["config"]["gpuCount"] == 1
