@@ -153,11 +153,18 @@ class ChatService:
                           reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
         forced = _forced_tools(tool_choice, tools)
         if forced:
-            schemas = {t.function.name: (t.function.parameters or {"type": "object"})
-                       for t in tools}
+            schemas = {}
+            for i, t in enumerate(tools):
+                schema = t.function.parameters or {"type": "object"}
+                if t.function.name in forced:
+                    _check_schema(schema, f"tools[{i}].function.parameters")
+                schemas[t.function.name] = schema
             plan = replace(plan, mode="tool", tool_names=forced, tool_schemas=schemas)
         elif req.response_format is not None and req.response_format.type != "text":
-            plan = replace(plan, mode="json", json_schema=_schema_of(req.response_format))
+            schema = _schema_of(req.response_format)
+            if schema is not None:
+                _check_schema(schema, "response_format.json_schema.schema")
+            plan = replace(plan, mode="json", json_schema=schema)
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
@@ -263,6 +270,20 @@ def _forced_tools(tool_choice: Any, tools: list[Any]) -> tuple[str, ...]:
     if tool_choice is not None and not isinstance(tool_choice, str):
         return (tool_choice.function.name,)
     return ()
+
+
+def _check_schema(schema: Any, param: str) -> None:
+    """A schema the output will be constrained to must be a valid JSON schema object."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise InvalidRequest("must be a JSON schema object", param=param)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
+                             f"{exc.message[:200]}", param=param) from None
 
 
 def _schema_of(fmt: Any) -> dict[str, Any] | None:

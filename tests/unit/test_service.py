@@ -228,3 +228,16 @@ async def test_logprobs_cover_exactly_the_answer_tokens() -> None:
     assert [e.token for e in streamed] == [e.token for e in content]
     plain = await svc.complete(svc.prepare(request()))
     assert plain.choices[0].logprobs is None and eng.calls[-1][1].logprobs is None
+
+
+async def test_invalid_schemas_are_rejected_naming_the_field() -> None:
+    svc, _ = service(phased)
+    bad = {"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}
+    with pytest.raises(InvalidRequest) as e:
+        svc.prepare(request(tools=[WEATHER, bad], tool_choice="required"))
+    assert e.value.param == "tools[1].function.parameters"
+    with pytest.raises(InvalidRequest) as e2:
+        svc.prepare(request(response_format={"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"properties": {"a": {"type": "nope"}}}}}))
+    assert e2.value.param == "response_format.json_schema.schema"
+    svc.prepare(request(tools=[bad], tool_choice="auto"))  # only constrained schemas compile
