@@ -136,6 +136,8 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         args["dtype"] = "bfloat16"
     else:
         args["async_scheduling"] = settings.async_scheduling
+        if settings.enable_sleep_mode:
+            args["enable_sleep_mode"] = True
     env_extra = dict(plan.env)
     if plan.device == "cpu":
         # In-process engine core on the CPU: half the start time and memory.

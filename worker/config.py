@@ -89,6 +89,10 @@ class Settings(BaseModel):
     enforce_eager: bool = Field(False, json_schema_extra=_env(
         "ENFORCE_EAGER", group="Memory & performance",
         doc="Disable CUDA graphs and torch.compile (faster start, slower decode)."))
+    enable_sleep_mode: bool = Field(False, json_schema_extra=_env(
+        "ENABLE_SLEEP_MODE", group="Memory & performance",
+        doc="vLLM sleep mode (GPU only), for Modal memory snapshots: the engine sleeps "
+        "before the snapshot and wakes after restore."))
     attention_backend_override: str | None = Field(None, json_schema_extra=_env(
         "VLLM_ATTENTION_BACKEND_OVERRIDE", "VLLM_ATTENTION_BACKEND",
         group="Memory & performance",

@@ -37,6 +37,7 @@ ENGINE_ARG_NAMES = frozenset({
     "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
     "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
     "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
+    "enable_sleep_mode",
 })
 
 
@@ -219,6 +220,14 @@ class VllmEngine:
         except Exception as exc:
             self._dead = True
             raise EngineDeadError(f"engine health check failed: {type(exc).__name__}") from exc
+
+    async def sleep(self, level: int = 1) -> None:
+        """Free GPU memory (vLLM sleep mode) before a memory snapshot."""
+        await self._llm.reset_prefix_cache()
+        await self._llm.sleep(level)
+
+    async def wake_up(self) -> None:
+        await self._llm.wake_up()
 
     async def shutdown(self) -> None:
         llm, self._llm, self._dead = self._llm, None, True

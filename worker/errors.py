@@ -106,14 +106,29 @@ def validation_error_body(exc: Any, *, prefix: tuple[str | int, ...] = ()) -> di
     return error_body(message, error_type="invalid_request_error", param=param)
 
 
+_TYPE_LABELS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
+_ROLE_TAGS = {"system", "developer", "user", "assistant", "tool"}
+_FORMAT_TAGS = {"text", "json_object", "json_schema"}
+
+
 def _dotted(loc: list[Any]) -> str:
+    """`messages[0].content` from a pydantic loc, without union-branch labels."""
     out = ""
+    prev: Any = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            # pydantic names union branches / tagged members; keep only real field names
-            if not isinstance(part, str) or part.startswith(("function-", "tagged-union")):
-                continue
+        elif isinstance(part, str) and not _is_label(part, prev):
             out += f".{part}" if out else part
+        prev = part
     return out
+
+
+def _is_label(part: str, prev: Any) -> bool:
+    # pydantic names the union member it tried: a type (`str`, `list[...]`,
+    # `literal['a','b']`, `function-after[...]`) or a discriminator tag (`user`).
+    if part in _TYPE_LABELS or any(c in part for c in "[]'-("):
+        return True
+    if prev == "response_format":
+        return part in _FORMAT_TAGS
+    return isinstance(prev, int) and part in _ROLE_TAGS

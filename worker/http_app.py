@@ -40,7 +40,8 @@ class AppState:
 
     service: Any | None = None  # worker.service.ChatService
     api_key: SecretStr | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_lines: int = 4096
     draining: bool = False
     inflight: int = 0  # /v1 requests whose response has not been fully sent
     startup_error: str | None = None
@@ -94,12 +95,12 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
-        _authorize(request, state)
+        authorize(request, state)
         return _json(state.ready_service().models())
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response:
-        _authorize(request, state)
+        authorize(request, state)
         body = await _read_json(request, state.max_body_bytes)
         service = state.ready_service()
         try:
@@ -112,9 +113,13 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
                 _sse(service.stream(prepared)), media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        result = await _unless_disconnected(request, service.complete(prepared))
+        result = await unless_disconnected(request, service.complete(prepared))
         return _json(result)
 
+    from worker.http_batch import add_batch_routes
+
+    add_batch_routes(app, state, max_lines=state.max_batch_lines,
+                     max_body_bytes=state.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -155,7 +160,7 @@ class InflightCounter:
             self.state.inflight -= 1
 
 
-def _authorize(request: Request, state: AppState) -> None:
+def authorize(request: Request, state: AppState) -> None:
     if state.api_key is None:
         return
     header = request.headers.get("authorization", "")
@@ -215,7 +220,7 @@ async def _sse(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Run `work`, cancelling it (and so its engine requests) if the client goes away."""
     task = asyncio.ensure_future(work)
     while True:

@@ -23,12 +23,12 @@ import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 from worker.bootstrap import Timeline, configure_logging, start
 from worker.config import Settings, SettingsError
+from worker.engine_loop import EngineLoop
 from worker.jobs import FLUSH_INTERVAL, run_job
 
 log = logging.getLogger(__name__)
@@ -38,74 +38,6 @@ BATCH_MAX_LINES = 4096  # default of MAX_BATCH_LINES; RunPod caps a job's input 
 EXIT_START_FAILED = 3
 EXIT_ENGINE_DEAD = 4
 _SDK_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ERROR"}
-
-
-class EngineLoop:
-    """An event loop in a daemon thread; the engine is built and used only there."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="engine-loop",
-                                        daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run `coro` on the engine loop and wait for it (from another thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    async def stream(self, items: Callable[[], AsyncIterator[T]],
-                     on_cancel: Callable[[], Coroutine[Any, Any, None]] | None = None,
-                     ) -> AsyncGenerator[T, None]:
-        """Iterate `items()` on the engine loop, from the caller's loop.
-
-        Closing or cancelling this iterator cancels the engine-side task (so the
-        engine request is aborted) and waits, briefly, for that clean-up.
-        """
-        here = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        closed = asyncio.Event()
-
-        def send(kind: str, value: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
-                here.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        async def produce() -> None:
-            try:
-                async for item in items():
-                    send("item", item)
-                send("end", None)
-            except asyncio.CancelledError:
-                if on_cancel is not None:
-                    await on_cancel()
-                raise
-            except Exception as exc:
-                send("error", exc)
-            finally:
-                with contextlib.suppress(RuntimeError):
-                    here.call_soon_threadsafe(closed.set)
-
-        future = asyncio.run_coroutine_threadsafe(produce(), self.loop)
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "item":
-                    yield value
-                elif kind == "end":
-                    return
-                else:
-                    raise value
-        finally:
-            if not future.done():
-                future.cancel()  # cancels the task on the engine loop
-                try:
-                    await asyncio.wait_for(closed.wait(), timeout=10)
-                except (TimeoutError, asyncio.CancelledError):
-                    log.warning("engine-side clean-up of a cancelled job took over 10 s")
 
 
 def make_handler(engine_loop: EngineLoop, service: Any, *, max_batch_lines: int = BATCH_MAX_LINES,
@@ -180,7 +112,6 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
         import runpod
 
     engine_loop = EngineLoop()
-    engine_loop.start()
     try:
         service = engine_loop.run(start(settings, env, timeline))
     except Exception as exc:

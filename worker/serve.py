@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
     """The FastAPI app; its lifespan builds the engine and watches it."""
-    state = AppState(api_key=settings.api_key, max_body_bytes=settings.max_request_bytes)
+    state = AppState(api_key=settings.api_key, max_body_bytes=settings.max_request_bytes,
+                     max_batch_lines=settings.max_batch_lines)
     timeline = Timeline()
     state.timeline = timeline.phases
 

@@ -161,10 +161,10 @@ class ChatService:
                 schemas[t.function.name] = schema
             plan = replace(plan, mode="tool", tool_names=forced, tool_schemas=schemas)
         elif req.response_format is not None and req.response_format.type != "text":
-            schema = _schema_of(req.response_format)
-            if schema is not None:
-                _check_schema(schema, "response_format.json_schema.schema")
-            plan = replace(plan, mode="json", json_schema=schema)
+            answer_schema = _schema_of(req.response_format)
+            if answer_schema is not None:
+                _check_schema(answer_schema, "response_format.json_schema.schema")
+            plan = replace(plan, mode="json", json_schema=answer_schema)
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)

@@ -130,3 +130,15 @@ def scripted_server(
     with run_server(scripted_model, tmp_path_factory.mktemp("scripted-server"),
                     SERVED_MODEL_NAME="tiny-scripted", API_KEY="test-key-123") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Iterator[dict[str, object]]:
+    """Figures of the reliability tests; written as JSON to $RELIABILITY_OUT when set."""
+    record: dict[str, object] = {}
+    yield record
+    out = os.environ.get("RELIABILITY_OUT")
+    if out and record:
+        import json
+
+        Path(out).write_text(json.dumps(record, indent=2, sort_keys=True))

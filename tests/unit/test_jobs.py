@@ -13,6 +13,7 @@ from openai_harmony import Message, Role
 from tests.unit.fake_engine import FakeEngine
 from worker import harmony
 from worker.engine_api import EngineDeadError, GenerationDelta, SamplingOptions
+from worker.engine_loop import EngineLoop
 from worker.errors import InvalidRequest, NotFound, WorkerError
 from worker.jobs import (
     SSE_DONE,
@@ -25,7 +26,7 @@ from worker.jobs import (
     normalize_job_input,
     run_job,
 )
-from worker.runpod_handler import EngineLoop, main, make_handler, watch_engine
+from worker.runpod_handler import main, make_handler, watch_engine
 from worker.service import ChatService
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
@@ -279,7 +280,6 @@ async def test_closing_a_job_mid_stream_aborts_the_engine_request() -> None:
 @pytest.fixture(scope="module")
 def engine_loop() -> EngineLoop:
     loop = EngineLoop()
-    loop.start()
     return loop
 
 

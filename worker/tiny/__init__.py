@@ -3,8 +3,10 @@
 `ensure_tiny_model("random", cache)` gives a random-weight model (gibberish, stray Harmony
 specials); `ensure_tiny_model("scripted", cache)` gives one whose greedy output is valid
 Harmony chosen from the prompt (see `worker.tiny.scripted`). Both load in vLLM (bf16) and
-transformers. Importing this package is instant: torch, transformers and openai_harmony
-load inside the functions.
+transformers. `ensure_tiny_model("random-mxfp4", cache)` gives a random model in the real
+gpt-oss MXFP4 checkpoint format (hidden 1024, ~840 MB; see `worker.tiny.mxfp4`): vLLM runs it
+on a GPU only, transformers dequantises it on any device. Importing this package is instant:
+torch, transformers and openai_harmony load inside the functions.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Literal
 
 from worker.tiny.tokenizer import build_tokenizer
 
-__all__ = ["TOKENIZER_DIRNAME", "build_tokenizer", "ensure_tiny_model", "model_dirname"]
+__all__ = ["KINDS", "TOKENIZER_DIRNAME", "build_tokenizer", "ensure_tiny_model", "model_dirname"]
 
-Kind = Literal["random", "scripted"]
+Kind = Literal["random", "scripted", "random-mxfp4"]
+KINDS: tuple[Kind, ...] = ("random", "scripted", "random-mxfp4")
 VERSION = "v1"
 TOKENIZER_DIRNAME = f"tiny-o200k-tokenizer-{VERSION}"
 
@@ -64,7 +67,7 @@ def ensure_tiny_model(kind: Kind, cache_dir: Path) -> Path:
     It holds config.json, generation_config.json, model.safetensors and the tokenizer files.
     Safe to call from several processes at once: one builds, the others wait and reuse it.
     """
-    if kind not in ("random", "scripted"):
+    if kind not in KINDS:
         raise ValueError(f"unknown tiny model kind {kind!r}")
     cache_dir = Path(cache_dir)
     target = cache_dir / model_dirname(kind)
@@ -80,6 +83,10 @@ def ensure_tiny_model(kind: Kind, cache_dir: Path) -> Path:
             from worker.tiny.models import build_random_model
 
             build_random_model(tmp)
+        elif kind == "random-mxfp4":
+            from worker.tiny.mxfp4 import build_random_mxfp4_model
+
+            build_random_mxfp4_model(tmp)
         else:
             from worker.tiny.scripted import build_scripted_model
 

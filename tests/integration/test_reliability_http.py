@@ -1,0 +1,235 @@
+"""Reliability of `python -m worker serve` on the real CPU engine (tiny random model).
+
+Bad-input matrix, a cancellation storm, a soak, graceful drain under load, engine
+death, and secrets never leaking. Figures go to the `reliability` record that
+RELIABILITY.md is written from (see tests/integration/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from tests.bad_inputs import JSON_CASES, RAW_CASES, Case
+
+from .conftest import Server, run_server
+from .runpod_queue import _children, _cmdline
+
+HELLO = {"messages": [{"role": "user", "content": "Hello!"}]}
+SECRET_TOKEN = "hf_SECRETTOKEN_do_not_log_1234"
+SECRET_KEY = "sk-SECRETKEY-do-not-log-5678"
+
+
+@pytest.fixture(scope="module")
+def server(random_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    with run_server(random_model, tmp_path_factory.mktemp("reliability"),
+                    SERVED_MODEL_NAME="tiny-random", MAX_NUM_SEQS="64") as s:
+        yield s
+
+
+def check_error(r: httpx.Response, case: Case) -> None:
+    assert r.status_code == case.status, (case.name, r.status_code, r.text[:300])
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    if case.param is not None:
+        assert (err["param"] or "").startswith(case.param), (case.name, err)
+    assert "Traceback" not in r.text and "object at 0x" not in r.text
+
+
+def test_bad_input_matrix_over_http(server: Server, reliability: dict) -> None:
+    url = f"{server.base_url}/chat/completions"
+    cases = [*JSON_CASES, *RAW_CASES]
+    assert len(cases) >= 40
+    with httpx.Client(timeout=60) as client:
+        for case in cases:
+            if isinstance(case.body, bytes):
+                r = client.post(url, content=case.body,
+                                headers={"content-type": "application/json"})
+            else:
+                r = client.post(url, json=case.body)
+            check_error(r, case)
+        ok = client.post(url, json={**HELLO, "max_tokens": 5})  # still serving
+        assert ok.status_code == 200
+    reliability["bad_input_http"] = {"cases": len(cases), "5xx": 0}
+
+
+def test_cancellation_storm(server: Server, reliability: dict) -> None:
+    """200 streams whose clients give up after 0.5 s; then nothing is left running."""
+    body = {**HELLO, "max_tokens": 1500, "stream": True}
+
+    async def one(client: httpx.AsyncClient) -> None:
+        try:
+            async with asyncio.timeout(0.5):
+                async with client.stream("POST", f"{server.base_url}/chat/completions",
+                                         json=body) as r:
+                    async for _ in r.aiter_bytes():
+                        pass
+        except (TimeoutError, httpx.HTTPError):
+            pass
+
+    async def storm() -> None:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+            await asyncio.gather(*(one(client) for _ in range(200)))
+
+    asyncio.run(storm())
+    t0 = time.monotonic()
+    deadline = t0 + 5
+    while True:
+        ready = httpx.get(f"{server.url}/ready", timeout=5).json()
+        if ready["engine_requests"] == 0 and ready["inflight"] == 0:
+            break
+        assert time.monotonic() < deadline, ready
+        time.sleep(0.1)
+    drained = time.monotonic() - t0
+    t1 = time.monotonic()
+    r = httpx.post(f"{server.base_url}/chat/completions", json={**HELLO, "max_tokens": 4},
+                   timeout=5)
+    answered = time.monotonic() - t1
+    assert r.status_code == 200
+    reliability["cancellation_storm_http"] = {
+        "requests": 200, "client_timeout_s": 0.5, "engine_idle_after_s": round(drained, 2),
+        "next_answer_s": round(answered, 2)}
+
+
+def test_soak(server: Server, reliability: dict) -> None:
+    """2,000 requests at concurrency 32: each answered exactly once; memory flat."""
+    total, conc = int(os.environ.get("SOAK_REQUESTS", "2000")), 32
+    proc = psutil.Process(server.proc.pid)
+    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0,
+                                timeout=120)
+    ids: list[str] = []
+    errors: list[str] = []
+
+    async def worker(n: int) -> None:
+        for i in range(n, total, conc):
+            try:
+                r = await client.chat.completions.create(
+                    model="tiny-random", messages=[{"role": "user", "content": f"Hi {i}"}],
+                    max_tokens=4, temperature=1.0)
+                ids.append(r.id)
+            except openai.APIError as exc:
+                errors.append(type(exc).__name__)
+
+    async def soak() -> float:
+        await client.chat.completions.create(model="tiny-random", messages=HELLO["messages"],
+                                             max_tokens=4)
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(n) for n in range(conc)))
+        await client.close()
+        return time.monotonic() - t0
+
+    rss_start = proc.memory_info().rss
+    seconds = asyncio.run(soak())
+    rss_end = proc.memory_info().rss
+    assert errors == []
+    assert len(ids) == total and len(set(ids)) == total
+    growth = (rss_end - rss_start) / rss_start
+    assert growth < 0.10, f"RSS grew {growth:.1%}"
+    reliability["soak_http"] = {
+        "requests": total, "concurrency": conc, "answered": len(ids), "lost": total - len(ids),
+        "errors": len(errors), "seconds": round(seconds, 1),
+        "rss_start_mb": rss_start // 2**20, "rss_end_mb": rss_end // 2**20}
+
+
+def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliability: dict) -> None:
+    """SIGTERM under load: in-flight requests finish, new ones get 503, exit 0; no secret leaks."""
+    with run_server(random_model, tmp_path, SERVED_MODEL_NAME="tiny-random",
+                    HF_TOKEN=SECRET_TOKEN, API_KEY=SECRET_KEY, DRAIN_SECONDS="60") as s:
+        auth = {"Authorization": f"Bearer {SECRET_KEY}"}
+        url = f"{s.base_url}/chat/completions"
+        texts: list[str] = []
+        with httpx.Client(timeout=30) as c:  # errors and bad auth first
+            for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": SECRET_KEY}):
+                texts.append(c.post(url, json=HELLO, headers=headers).text)
+            texts.append(c.post(url, json={"messages": []}, headers=auth).text)
+            texts.append(c.post(url, content=b"{", headers=auth).text)
+
+        async def one(client: httpx.AsyncClient) -> tuple[int, str]:
+            body = {**HELLO, "max_tokens": 300, "stream": True, "temperature": 0}
+            async with client.stream("POST", url, json=body, headers=auth) as r:
+                return r.status_code, (await r.aread()).decode()
+
+        async def load() -> tuple[list[tuple[int, str]], int]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                tasks = [asyncio.create_task(one(client)) for _ in range(8)]
+                await asyncio.sleep(1.5)  # all eight are streaming
+                s.proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                late = await client.post(url, json=HELLO, headers=auth)
+                texts.append(late.text)
+                return await asyncio.gather(*tasks), late.status_code
+
+        results, late_status = asyncio.run(load())
+        code = s.proc.wait(90)
+        log = s.log_text()
+    assert late_status == 503
+    finished = 0
+    for status, text in results:
+        assert status == 200
+        events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        last = json.loads(events[-2])
+        assert last["choices"][0]["finish_reason"] in ("stop", "length")
+        finished += 1
+        texts.append(text)
+    assert code == 0, log[-2000:]
+    for blob in [*texts, log]:
+        assert SECRET_TOKEN not in blob and SECRET_KEY not in blob
+    reliability["graceful_drain_http"] = {
+        "in_flight_at_sigterm": 8, "finished": finished, "lost": 8 - finished,
+        "new_request_status": late_status, "exit_code": code}
+    reliability["secrets_http"] = {"responses_checked": len(texts), "log_lines": len(
+        log.splitlines()), "leaks": 0}
+
+
+def test_engine_death(random_model: Path, tmp_path: Path, reliability: dict) -> None:
+    """Kill the engine core mid-request: clean error, readiness 503, exit non-zero in 10 s."""
+    with run_server(random_model, tmp_path, SERVED_MODEL_NAME="tiny-random",
+                    VLLM_ENABLE_V1_MULTIPROCESSING="1") as s:
+        cores = [p for p in _children(s.proc.pid) if b"EngineCore" in _cmdline(p)]
+        assert cores, "no engine core process"
+
+        async def scenario() -> tuple[str, int, float]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                body = {**HELLO, "max_tokens": 1500, "stream": True}
+                async with client.stream("POST", f"{s.base_url}/chat/completions",
+                                         json=body) as r:
+                    it = r.aiter_lines()
+                    await anext(it)
+                    for pid in cores:
+                        os.kill(pid, signal.SIGKILL)
+                    killed = time.monotonic()
+                    rest = [line async for line in it]
+                ready = 0
+                for _ in range(40):
+                    try:
+                        ready = (await client.get(f"{s.url}/ready")).status_code
+                    except httpx.HTTPError:
+                        break
+                    if ready == 503:
+                        break
+                    await asyncio.sleep(0.05)
+                return "\n".join(rest), ready, killed
+
+        rest, ready, killed = asyncio.run(scenario())
+        code = s.proc.wait(10)
+        exited = time.monotonic() - killed
+    errors = [json.loads(line[6:]) for line in rest.splitlines()
+              if line.startswith("data: {") and '"error"' in line]
+    assert errors and errors[-1]["error"]["type"] == "service_unavailable"
+    assert rest.rstrip().endswith("data: [DONE]")
+    assert ready in (503, 0)  # 0: the process had already exited
+    assert code != 0 and exited < 10
+    reliability["engine_death_http"] = {
+        "stream_error": errors[-1]["error"]["type"], "ready_status": ready,
+        "exit_code": code, "exit_after_s": round(exited, 1)}
