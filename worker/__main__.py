@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.serve import main as serve_main
 
         return serve_main(args, env)
+    if command == "bench":
+        from worker.bench_cli import main as bench_main
+
+        return bench_main(args, env)
     if command == "runpod":
         from worker.runpod_handler import main as runpod_main
 
@@ -26,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
         "usage: python -m worker COMMAND\n\n"
         "  plan   [--gpu NAME] [--count N] [--json]   hardware, plan and fit; loads nothing\n"
         "  serve                                      OpenAI-compatible HTTP server on HOST:PORT\n"
-        "  runpod                                     RunPod Serverless worker (the image's CMD)\n",
+        "  runpod                                     RunPod Serverless worker (the image's CMD)\n"
+        "  bench  --url URL [--api-key K] [--price-per-hour P]   load test any endpoint\n",
         file=sys.stderr if command != "help" else sys.stdout,
     )
     return 0 if command in {"help", "-h", "--help"} else 2

@@ -21,8 +21,12 @@ from worker.config import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "tiny-gpt-oss"
-# xgrammar with compact JSON: a model must not spin on optional whitespace.
-STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
+# xgrammar with compact JSON (a model must not spin on optional whitespace), applied from
+# the first generated token: vLLM attaches its gpt-oss reasoning parser to structured
+# outputs and would otherwise wait for `<|channel|>final<|message|>` before constraining,
+# which never comes in our constrained phases (a tool call's arguments, a picked name).
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True,
+                      "enable_in_reasoning": True}
 
 
 @dataclass
@@ -138,10 +142,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         args["async_scheduling"] = settings.async_scheduling
         if settings.enable_sleep_mode:
             args["enable_sleep_mode"] = True
-    env_extra = dict(plan.env)
-    if plan.device == "cpu":
-        # In-process engine core on the CPU: half the start time and memory.
-        env_extra.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    env_extra = dict(plan.env)  # AsyncLLM always runs its engine core in a subprocess
     if settings.hf_token is not None:
         env_extra["HF_TOKEN"] = settings.hf_token.get_secret_value()
     config = EngineConfig(

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, SecretStr, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker import wire
 from worker.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -208,10 +209,10 @@ def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
 
 
-async def _sse(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[bytes]:
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            yield b"data: " + chunk.model_dump_json(exclude_none=True).encode() + b"\n\n"
+            yield wire.sse(chunk)
     except Exception as exc:  # after the 200 is sent, errors travel as an SSE event
         if not isinstance(exc, WorkerError):
             log.exception("error while streaming")

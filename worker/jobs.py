@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from worker import wire
 from worker.engine_api import EngineDeadError
 from worker.errors import InvalidRequest, NotFound, Unavailable, WorkerError, to_openai_error
 from worker.protocol import ChatCompletionRequest
@@ -131,17 +132,18 @@ def job_error(exc: BaseException) -> dict[str, str]:
     return {"error": json.dumps(openai_error(exc)[1])}
 
 
-def dump(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", exclude_none=True)
+def dump(model: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True) if isinstance(model, BaseModel) \
+        else model
 
 
 def sse_event(payload: BaseModel | dict[str, Any]) -> str:
     text = (payload.model_dump_json(exclude_none=True) if isinstance(payload, BaseModel)
-            else json.dumps(payload))
+            else wire.encode(payload).decode())
     return f"data: {text}\n\n"
 
 
-async def sse_events(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+async def sse_events(chunks: AsyncIterator[Any]) -> AsyncIterator[str]:
     """One SSE event per chunk, then [DONE]; an error becomes an error event first."""
     try:
         async for chunk in chunks:

@@ -90,7 +90,9 @@ class DrainingServer:
         while self.state.inflight > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         log.info("drained (%d request(s) left); shutting down", self.state.inflight)
-        self._uvicorn_exit(sig, frame)
+        # Not uvicorn's handle_exit: it would re-raise SIGTERM after shutdown (exit -15);
+        # a drained worker exits 0.
+        self.server.should_exit = True
 
     def run(self) -> None:
         self.server.run()

@@ -194,8 +194,7 @@ def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliabil
 
 def test_engine_death(random_model: Path, tmp_path: Path, reliability: dict) -> None:
     """Kill the engine core mid-request: clean error, readiness 503, exit non-zero in 10 s."""
-    with run_server(random_model, tmp_path, SERVED_MODEL_NAME="tiny-random",
-                    VLLM_ENABLE_V1_MULTIPROCESSING="1") as s:
+    with run_server(random_model, tmp_path, SERVED_MODEL_NAME="tiny-random") as s:
         cores = [p for p in _children(s.proc.pid) if b"EngineCore" in _cmdline(p)]
         assert cores, "no engine core process"
 

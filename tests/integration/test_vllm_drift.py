@@ -69,7 +69,8 @@ def test_structured_outputs_config_accepts_our_keys() -> None:
 
     from worker.bootstrap import STRUCTURED_OUTPUTS
 
-    assert StructuredOutputsConfig(**STRUCTURED_OUTPUTS).disable_any_whitespace
+    config = StructuredOutputsConfig(**STRUCTURED_OUTPUTS)
+    assert config.disable_any_whitespace and config.enable_in_reasoning
 
 
 def test_async_llm_api_we_use() -> None:

@@ -12,7 +12,7 @@ from tests.unit.fake_engine import FakeEngine
 from worker import harmony
 from worker.engine_api import SamplingOptions
 from worker.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
-from worker.protocol import ChatCompletionRequest
+from worker.protocol import ChatCompletionChunk, ChatCompletionRequest
 from worker.service import ChatService
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -64,10 +64,14 @@ def request(**body: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(body)
 
 
+async def chunks_of(svc: ChatService, req: ChatCompletionRequest) -> list[ChatCompletionChunk]:
+    """The stream's dicts, each validated against the chunk model (the wire contract)."""
+    return [ChatCompletionChunk.model_validate(c) async for c in svc.stream(svc.prepare(req))]
+
+
 async def both(svc: ChatService, req: ChatCompletionRequest) -> tuple[Any, list[Any]]:
     full = await svc.complete(svc.prepare(req))
-    chunks = [c async for c in svc.stream(svc.prepare(req))]
-    return full, chunks
+    return full, await chunks_of(svc, req)
 
 
 def joined(chunks: list[Any], field: str) -> str:
@@ -177,15 +181,14 @@ async def test_n_choices_and_seeds() -> None:
     full = await svc.complete(svc.prepare(request(n=3, seed=7)))
     assert [c.index for c in full.choices] == [0, 1, 2]
     assert sorted(c[1].seed for c in eng.calls) == [7, 8, 9]
-    chunks = [c async for c in svc.stream(svc.prepare(request(n=2)))]
+    chunks = await chunks_of(svc, request(n=2))
     finals = [c.choices[0].index for c in chunks if c.choices and c.choices[0].finish_reason]
     assert sorted(finals) == [0, 1]
 
 
 async def test_usage_chunk_on_request() -> None:
     svc, _ = service()
-    chunks = [c async for c in svc.stream(svc.prepare(request(
-        stream=True, stream_options={"include_usage": True})))]
+    chunks = await chunks_of(svc, request(stream=True, stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(ANSWER)
 
 
@@ -193,7 +196,7 @@ async def test_closing_a_stream_aborts_the_engine_request() -> None:
     svc, eng = service(lambda p, o: ANSWER, chunk=1)
     stream = svc.stream(svc.prepare(request()))
     async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.reasoning:
+        if chunk["choices"] and chunk["choices"][0]["delta"].get("reasoning"):
             break
     await stream.aclose()  # type: ignore[attr-defined]
     assert eng.running == set()
