@@ -28,10 +28,12 @@ from worker.generation import (
     run_choice,
 )
 from worker.protocol import (
-    ChatCompletion,
     ChatCompletionRequest,
-    ModelList,
     validate_request,
+)
+from worker.responses import (
+    ChatCompletion,
+    ModelList,
 )
 from worker.stops import StopMatcher
 from worker.streaming import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart

@@ -11,9 +11,13 @@ from pydantic import ValidationError
 
 from worker.errors import InvalidRequest
 from worker.protocol import (
+    ChatCompletionRequest,
+    JsonSchemaFormat,
+    validate_request,
+)
+from worker.responses import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     Choice,
     ChunkChoice,
     ChunkDelta,
@@ -22,14 +26,12 @@ from worker.protocol import (
     DeltaToolCall,
     ErrorBody,
     ErrorDetail,
-    JsonSchemaFormat,
     ModelCard,
     ModelList,
     ResponseFunctionCall,
     ResponseMessage,
     ResponseToolCall,
     Usage,
-    validate_request,
 )
 
 USER = [{"role": "user", "content": "hi"}]

@@ -12,7 +12,8 @@ from tests.unit.fake_engine import FakeEngine
 from worker import harmony
 from worker.engine_api import SamplingOptions
 from worker.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
-from worker.protocol import ChatCompletionChunk, ChatCompletionRequest
+from worker.protocol import ChatCompletionRequest
+from worker.responses import ChatCompletionChunk
 from worker.service import ChatService
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
