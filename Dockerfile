@@ -17,7 +17,8 @@ ENTRYPOINT []
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_BREAK_SYSTEM_PACKAGES=1
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
 
 # --- Optional: bake a model's weights into the image --------------------------------------
 # Done before the source is copied, so a code change does not download the weights again.

@@ -50,7 +50,8 @@ class Timeline:
 
     @property
     def total(self) -> float:
-        return round(sum(self.phases.values()), 3)
+        """Top-level phases only: `engine.compile` is a part of `engine`."""
+        return round(sum(v for k, v in self.phases.items() if "." not in k), 3)
 
 
 @dataclass(frozen=True)
@@ -152,20 +153,32 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
     return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)
 
 
-async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline) -> Any:
+async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
+                progress: Any = None) -> Any:
     """Build the warm engine and the chat service; returns worker.service.ChatService."""
     from worker.gpu import probe
+    from worker.progress import Progress
+    from worker.weights import ensure_weights
 
+    progress = progress or Progress(settings.show_loading_progress)
     with timeline.phase("probe"):
         gpu = probe(env)
     with timeline.phase("plan"):
         resolved = resolve(settings, env, gpu)
         log.info("plan: %s", resolved.plan)
+    cache = default_cache_dir(settings, env)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    with timeline.phase("download"), progress.phase("download"):
+        weights = ensure_weights(resolved.model, revision=settings.model_revision,
+                                 cache_dir=cache, token=token, progress=progress)
     from worker.engine import VllmEngine
     from worker.service import ChatService
 
+    config = load_local(resolved.engine_config, weights, cache)
+    parts: dict[str, float] = {}
     with timeline.phase("engine"):
-        engine = await VllmEngine.build(resolved.engine_config)
+        engine = await VllmEngine.build(config, phases=parts, progress=progress)
+    timeline.phases.update({f"engine.{name}": seconds for name, seconds in parts.items()})
     service = ChatService(engine, default_effort=settings.default_reasoning_effort,
                           limits=limits_from(settings))
     log.info("%s", timeline.summary())
@@ -177,6 +190,16 @@ def limits_from(settings: Settings) -> Any:
 
     return Limits(max_n=settings.max_n, max_messages=settings.max_messages,
                   max_completion_tokens=settings.max_completion_tokens_limit)
+
+
+def load_local(config: Any, weights: Path, cache: Path | None) -> Any:
+    """vLLM loads the local snapshot, offline; the hub id stays the model's served name."""
+    from worker.weights import cache_env
+
+    args = {k: v for k, v in config.engine_args.items() if k not in ("revision", "download_dir")}
+    env = {k: v for k, v in {**cache_env(cache), **config.env}.items() if k != "HF_TOKEN"}
+    env["HF_HUB_OFFLINE"] = "1"
+    return replace(config, engine_args={**args, "model": str(weights)}, env=env)
 
 
 def configure_logging(settings: Settings) -> None:

@@ -8,13 +8,16 @@ vLLM 0.26 (the GPU test machines) and 0.32 (the image and CI) share.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from worker.engine_api import (
@@ -64,7 +67,14 @@ class VllmEngine:
 
     # -- construction -------------------------------------------------------
     @classmethod
-    async def build(cls, config: EngineConfig) -> VllmEngine:
+    async def build(cls, config: EngineConfig, *, phases: dict[str, float] | None = None,
+                    progress: Any = None) -> VllmEngine:
+        """Build, then warm up. `phases` (a Timeline's dict) receives vllm_import,
+        weight_load, compile, graph_capture, engine_init_other and warmup seconds;
+        `progress` (worker.progress.Progress) shows them and GPU memory as they happen."""
+        from worker.progress import VllmStartupLog
+
+        phases = phases if phases is not None else {}
         for key, value in config.env.items():
             os.environ.setdefault(key, value)
         t0 = time.perf_counter()
@@ -76,12 +86,23 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         log.info("imported vLLM %s in %.1fs", vllm.__version__, time.perf_counter() - t0)
+        phases["vllm_import"] = round(time.perf_counter() - t0, 3)
         unknown = set(config.engine_args) - ENGINE_ARG_NAMES
         if unknown:
             raise ValueError(f"engine arguments not known to this worker: {sorted(unknown)}")
         args = AsyncEngineArgs(**dict(config.engine_args))
+        fd, sink = tempfile.mkstemp(prefix="vllm-phases-", suffix=".jsonl")
+        os.close(fd)
+        startup = VllmStartupLog(progress, Path(sink))  # a forked engine core reports here
+        gpu_memory = progress.watch_gpu_memory() if progress else contextlib.nullcontext()
         t1 = time.perf_counter()
-        llm = AsyncLLM.from_engine_args(args)
+        try:
+            with startup.watch(), gpu_memory:
+                llm = AsyncLLM.from_engine_args(args)
+            phases.update(startup.split(time.perf_counter() - t1))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(sink)
         vcfg = llm.vllm_config
         info = EngineInfo(
             model=config.model,
@@ -106,7 +127,9 @@ class VllmEngine:
         engine = cls(llm, info, modules)
         log.info("engine ready: %s", {**info.details, "max_model_len": info.max_model_len})
         if config.warmup:
+            t2 = time.perf_counter()
             await engine.warmup()
+            phases["warmup"] = round(time.perf_counter() - t2, 3)
         return engine
 
     async def warmup(self) -> None:

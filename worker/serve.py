@@ -13,21 +13,24 @@ from typing import Any
 from worker.bootstrap import Timeline, configure_logging, start
 from worker.config import Settings, SettingsError
 from worker.http_app import AppState, create_app
+from worker.progress import Progress, process_age
 
 log = logging.getLogger(__name__)
 
 
-def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
+def build_app(settings: Settings, env: Mapping[str, str],
+              timeline: Timeline | None = None) -> Any:
     """The FastAPI app; its lifespan builds the engine and watches it."""
     state = AppState(api_key=settings.api_key, max_body_bytes=settings.max_request_bytes,
                      max_batch_lines=settings.max_batch_lines)
-    timeline = Timeline()
+    timeline = timeline or Timeline()
     state.timeline = timeline.phases
+    progress = Progress(settings.show_loading_progress)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         try:
-            service = await start(settings, env, timeline)
+            service = await start(settings, env, timeline, progress)
         except Exception as exc:
             log.error("start-up failed: %s: %s", type(exc).__name__, exc)
             _exit(3)
@@ -36,6 +39,7 @@ def build_app(settings: Settings, env: Mapping[str, str]) -> Any:
         watcher = asyncio.create_task(_watch_engine(state))
         url = f"http://{settings.host}:{settings.port}/v1"
         log.info("READY: model %s at %s", service.model_names[0], url)
+        progress.ready(url, model=service.model_names[0], seconds=process_age())
         try:
             yield
         finally:
@@ -99,11 +103,14 @@ class DrainingServer:
 
 
 def main(argv: list[str], env: Mapping[str, str]) -> int:
+    timeline = Timeline()
+    timeline.phases["import"] = round(process_age() or 0.0, 3)  # interpreter + imports
     try:
-        settings = Settings.from_env(env)
+        with timeline.phase("settings"):
+            settings = Settings.from_env(env)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    DrainingServer(build_app(settings, env), settings).run()
+    DrainingServer(build_app(settings, env, timeline), settings).run()
     return 0

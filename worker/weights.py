@@ -1,0 +1,262 @@
+"""Model weights on the cache volume: download once, check, then load offline.
+
+`ensure_weights(model, ...)` returns a local snapshot directory for vLLM to load by path:
+
+- a local directory is returned as it is;
+- a completion marker (written after a full size check) makes a warm volume start with
+  zero network calls: only `stat()` of the files it lists;
+- otherwise, under a file lock on the volume (several workers download once, the others
+  wait), it lists the repo at the revision, keeps only what vLLM loads (top-level config,
+  tokenizer, chat template, `*.safetensors` and index; never `original/` or `metal/`),
+  repairs files of the wrong size, resumes partial blobs left by a killed download
+  (`worker.resume`), downloads the rest with `huggingface_hub`, checks every shard of the
+  index against the sizes the Hub reports, and writes the marker.
+
+Errors are `WeightsError`s whose messages name what to fix (`MODEL`, `MODEL_REVISION`,
+`HF_TOKEN`) and never contain the token or the Hub's own error text.
+`python -m worker.weights [MODEL]` pre-fetches onto a volume with the worker's settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from worker.errors import WorkerError
+from worker.progress import Progress, fmt_bytes
+
+log = logging.getLogger("worker.weights")
+
+# Top-level files vLLM reads; sub-folders (gpt-oss: original/, metal/) are never fetched.
+NEEDED = ("*.safetensors", "*.safetensors.index.json", "config.json", "generation_config.json",
+          "tokenizer*", "special_tokens_map.json", "chat_template*", "*.tiktoken")
+INDEX = "model.safetensors.index.json"
+OURS = ".gpt-oss-worker"  # our folder inside the cache: markers, locks, compile caches
+
+
+class WeightsError(WorkerError):
+    """The model's weights cannot be made available; the message says what to fix."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message, code="weights_unavailable")
+        self.unreachable = unreachable  # the Hub could not be asked (offline, network, 5xx)
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    path: str  # relative to the repo root
+    size: int  # bytes, as the Hub reports them
+    blob: str  # name in the cache's blobs/ folder: LFS sha256, else the git blob id
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    repo: str
+    commit: str
+    files: tuple[WeightFile, ...]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def cache_env(cache_dir: Path | None) -> dict[str, str]:
+    """vLLM, torch inductor and Triton compile caches on the cache volume (none without one)."""
+    if cache_dir is None:
+        return {}
+    root = Path(cache_dir) / OURS / "compile"
+    return {
+        "VLLM_CACHE_ROOT": str(root / "vllm"),
+        "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+        "TRITON_CACHE_DIR": str(root / "triton"),
+    }
+
+
+def needed(path: str) -> bool:
+    return "/" not in path and any(fnmatch.fnmatch(path, p) for p in NEEDED)
+
+
+def ensure_weights(model: str, *, revision: str | None, cache_dir: Path | None,
+                   token: str | None, progress: Progress | None,
+                   endpoint: str | None = None) -> Path:
+    """A complete local snapshot of `model` at `revision` (see the module docstring)."""
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    from huggingface_hub import constants
+
+    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    repo_dir = cache / ("models--" + model.replace("/", "--"))
+    marker = cache / OURS / "weights" / repo_dir.name / f"{_safe(revision or 'main')}.json"
+    done = _from_marker(marker, repo_dir)
+    if done is not None:
+        log.info("weights of %s complete in %s (offline, no network)", model, done)
+        return done
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only cache: only what is already there can serve
+        cached = _cached_without_marker(repo_dir, revision)
+        if cached is None:
+            raise WeightsError(f"the weight cache {cache} is not writable ({type(exc).__name__})"
+                               f" and holds no copy of {model}: fix MODEL_CACHE_DIR") from None
+        return cached
+    with _locked(marker.with_suffix(".lock"), model, repo_dir, progress):
+        done = _from_marker(marker, repo_dir)  # another worker finished while we waited
+        if done is not None:
+            log.info("weights of %s downloaded by another worker", model)
+            return done
+        from worker.hub_download import download, drop_orphans, list_snapshot
+
+        try:
+            snap = list_snapshot(model, revision, token, endpoint)
+        except WeightsError as exc:
+            cached = _cached_without_marker(repo_dir, revision) if exc.unreachable else None
+            if cached is None:
+                raise
+            log.warning("%s; using the cached snapshot %s, sizes unchecked", exc.message, cached)
+            return cached
+        download(snap, repo_dir, cache, token, endpoint, progress)
+        bad = check(repo_dir / "snapshots" / snap.commit, snap)
+        if bad:
+            raise WeightsError(f"download of {model} is incomplete after a retry: {bad[:3]}")
+        rev = revision or "main"
+        if rev != snap.commit:  # as huggingface_hub does: other tools find it offline too
+            (repo_dir / "refs" / rev).parent.mkdir(parents=True, exist_ok=True)
+            (repo_dir / "refs" / rev).write_text(snap.commit)
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**asdict(snap), "completed": time.time()}, indent=1))
+        os.replace(tmp, marker)
+        drop_orphans(repo_dir)
+    return repo_dir / "snapshots" / snap.commit
+
+
+def check(snapshot_dir: Path, snap: Snapshot) -> list[str]:
+    """Files missing or of the wrong size, or shards the index names but the repo lacks."""
+    bad = []
+    for f in snap.files:
+        p = snapshot_dir / f.path
+        if not p.is_file() or p.stat().st_size != f.size:
+            bad.append(f.path)
+    names = {f.path for f in snap.files}
+    index = snapshot_dir / INDEX
+    if INDEX in names and INDEX not in bad:
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return [*bad, INDEX]
+        missing = sorted(shards - names)
+        if missing:
+            raise WeightsError(f"{snap.repo}@{snap.commit[:12]}: the index names shards the "
+                               f"repo does not have: {missing[:3]}")
+    elif INDEX not in names and not any(n.endswith(".safetensors") for n in names):
+        raise WeightsError(f"{snap.repo}@{snap.commit[:12]} has no top-level *.safetensors "
+                           "weights: vLLM cannot load it")
+    return bad
+
+
+def _cached_without_marker(repo_dir: Path, revision: str | None) -> Path | None:
+    """A snapshot put there by other tools (`hf download`), when the Hub cannot be asked."""
+    rev = revision or "main"
+    ref = repo_dir / "refs" / rev
+    commit = ref.read_text().strip() if ref.is_file() else rev
+    snapshot_dir = repo_dir / "snapshots" / commit
+    if (snapshot_dir / "config.json").is_file() and any(snapshot_dir.glob("*.safetensors")):
+        return snapshot_dir
+    return None
+
+
+def _from_marker(marker: Path, repo_dir: Path) -> Path | None:
+    try:
+        raw = json.loads(marker.read_text())
+        snap = Snapshot(raw["repo"], raw["commit"], tuple(WeightFile(**f) for f in raw["files"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    snapshot_dir = repo_dir / "snapshots" / snap.commit
+    try:
+        bad = check(snapshot_dir, snap)
+    except WeightsError:
+        bad = ["<index>"]
+    if bad:
+        log.warning("cached weights of %s are incomplete (%s): repairing", snap.repo, bad[:3])
+        with contextlib.suppress(OSError):
+            marker.unlink()
+        return None
+    return snapshot_dir
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path, model: str, repo_dir: Path,
+            progress: Progress | None) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(lock_path))
+    t0 = last = time.monotonic()
+    while True:
+        try:
+            lock.acquire(timeout=2.0)
+            break
+        except Timeout:
+            if time.monotonic() - last >= 30:
+                last = time.monotonic()
+                log.info("waiting %.0fs for another worker downloading %s (%s on disk)",
+                         last - t0, model, fmt_bytes(_bytes_on_disk(repo_dir)))
+                if progress is not None:
+                    progress.line(f"waiting for another worker to download {model} "
+                                  f"({fmt_bytes(_bytes_on_disk(repo_dir))} on disk)")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _bytes_on_disk(repo_dir: Path) -> int:
+    return sum(p.stat().st_size for p in (repo_dir / "blobs").glob("*") if p.is_file())
+
+
+def _safe(revision: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", revision)
+
+
+def main(argv: list[str], env: Mapping[str, str]) -> int:
+    """`python -m worker.weights [MODEL]`: fetch MODEL onto the cache with the worker's settings."""
+    from worker.bootstrap import default_cache_dir
+    from worker.config import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = argv[0] if argv else settings.model
+    if not model:
+        print("error: give MODEL (argument or environment)", file=sys.stderr)
+        return 2
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    progress = Progress(settings.show_loading_progress)
+    try:
+        with progress.phase("download"):
+            path = ensure_weights(model, revision=settings.model_revision, token=token,
+                                  cache_dir=default_cache_dir(settings, env), progress=progress)
+    except WeightsError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 3
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    from worker.weights import main as _main  # the importable module, not __main__: one
+    sys.exit(_main(sys.argv[1:], os.environ))  # WeightsError class for hub_download to raise
