@@ -80,14 +80,11 @@ def tiny_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path:
     return base
 
 
-def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
-    """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
-    from worker.engine import EngineConfig
-    from worker.models_catalog import known_model, shape_from_dir
-    from worker.plan import PlanRequest, choose_default_model, engine_args, plan_engine
+def plan_request(settings: Settings) -> Any:
+    """What the planner needs from the settings (a worker.plan.PlanRequest)."""
+    from worker.plan import PlanRequest
 
-    tiny = False
-    req = PlanRequest(
+    return PlanRequest(
         model=settings.model or "",
         max_model_len=settings.max_model_len,
         tensor_parallel_size=settings.tensor_parallel_size,
@@ -98,6 +95,16 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         attention_backend_override=settings.attention_backend_override,
         quantization=settings.quantization,
     )
+
+
+def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
+    """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
+    from worker.engine import EngineConfig
+    from worker.models_catalog import known_model, shape_from_dir
+    from worker.plan import choose_default_model, engine_args, plan_engine
+
+    tiny = False
+    req = plan_request(settings)
     model = settings.model
     if model is None and gpu is None:
         from worker.tiny import ensure_tiny_model

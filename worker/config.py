@@ -199,6 +199,17 @@ class Settings(BaseModel):
         return out
 
 
+def load_settings(env: Mapping[str, str]) -> Settings | None:
+    """For command lines: the settings, or None after printing the error to stderr."""
+    import sys
+
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _coerce(annotation: Any, raw: str, name: str) -> Any:
     if annotation is bool:
         low = raw.lower()

@@ -171,7 +171,8 @@ def authorize(request: Request, state: AppState) -> None:
         raise AuthenticationFailed("invalid or missing API key (Authorization: Bearer <key>)")
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
@@ -180,6 +181,11 @@ async def _read_json(request: Request, limit: int) -> Any:
         raw.extend(chunk)
         if len(raw) > limit:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    return bytes(raw)
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    raw = await read_body(request, limit)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

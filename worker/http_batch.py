@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse, Response
 
 from worker.batch import BATCH_URL, run_batch
 from worker.errors import InvalidRequest, NotFound, PayloadTooLarge, WorkerError, to_openai_error
-from worker.http_app import AppState, authorize, unless_disconnected
+from worker.http_app import AppState, authorize, read_body, unless_disconnected
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def add_batch_routes(app: FastAPI, state: AppState, *, jobs: BatchJobs | None = 
     @app.post("/v1/batch", response_model=None)
     async def run(request: Request) -> Response:
         authorize(request, state)
-        lines = parse_lines(await _read_body(request, max_body_bytes), max_lines)
+        lines = parse_lines(await read_body(request, max_body_bytes), max_lines)
         service = state.ready_service()
         out = await unless_disconnected(request, run_batch(service, lines, max_lines=max_lines))
         return jsonl_response(out)
@@ -199,7 +199,7 @@ def add_batch_routes(app: FastAPI, state: AppState, *, jobs: BatchJobs | None = 
     @app.post("/v1/batches")
     async def submit(request: Request) -> JSONResponse:
         jobs = jobs_of(request)
-        lines = parse_lines(await _read_body(request, max_body_bytes), max_lines)
+        lines = parse_lines(await read_body(request, max_body_bytes), max_lines)
         return JSONResponse(await jobs.submit(lines))
 
     @app.get("/v1/batches/{batch_id}")
@@ -257,15 +257,3 @@ def _parse_row(row: str, n: int) -> Any:
 def jsonl_response(lines: Lines) -> Response:
     body = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
     return Response(body, media_type=JSONL)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw.extend(chunk)
-        if len(raw) > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    return bytes(raw)

@@ -56,14 +56,9 @@ def main(argv: list[str], env: Mapping[str, str], out: TextIO | None = None) -> 
         gpu = _hardware(args.gpu, args.count, env)
     except (SettingsError, ValueError) as exc:
         return _refuse(out, args.json, "invalid configuration", str(exc), "", None)
-    req = PlanRequest(
-        model=settings.model or "", max_model_len=settings.max_model_len,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        kv_cache_dtype=settings.kv_cache_dtype, max_num_seqs=settings.max_num_seqs,
-        max_num_batched_tokens=settings.max_num_batched_tokens,
-        attention_backend_override=settings.attention_backend_override,
-        quantization=settings.quantization)
+    from worker.bootstrap import plan_request
+
+    req = plan_request(settings)
     model, why = _model(settings.model, gpu, req)
     shape = _shape(model, why)
     report: dict[str, Any] = {"hardware": asdict(gpu) if gpu else None, "model": model,

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 from worker.bootstrap import Timeline, configure_logging, start
-from worker.config import Settings, SettingsError
+from worker.config import load_settings
 from worker.engine_loop import EngineLoop
 from worker.jobs import FLUSH_INTERVAL, run_job
 
@@ -93,10 +93,8 @@ def _where_jobs_come_from(argv: list[str], env: Mapping[str, str]) -> str | None
 
 
 def main(argv: list[str], env: Mapping[str, str]) -> int:
-    try:
-        settings = Settings.from_env(env)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = load_settings(env)
+    if settings is None:
         return 2
     source = _where_jobs_come_from(argv, env)
     if source is None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from worker.bootstrap import Timeline, configure_logging, start
-from worker.config import Settings, SettingsError
+from worker.config import Settings, load_settings
 from worker.http_app import AppState, create_app
 from worker.progress import Progress, process_age
 
@@ -105,11 +104,9 @@ class DrainingServer:
 def main(argv: list[str], env: Mapping[str, str]) -> int:
     timeline = Timeline()
     timeline.phases["import"] = round(process_age() or 0.0, 3)  # interpreter + imports
-    try:
-        with timeline.phase("settings"):
-            settings = Settings.from_env(env)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    with timeline.phase("settings"):
+        settings = load_settings(env)
+    if settings is None:
         return 2
     configure_logging(settings)
     DrainingServer(build_app(settings, env, timeline), settings).run()

@@ -231,12 +231,10 @@ def _safe(revision: str) -> str:
 def main(argv: list[str], env: Mapping[str, str]) -> int:
     """`python -m worker.weights [MODEL]`: fetch MODEL onto the cache with the worker's settings."""
     from worker.bootstrap import default_cache_dir
-    from worker.config import Settings, SettingsError
+    from worker.config import load_settings
 
-    try:
-        settings = Settings.from_env(env)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = load_settings(env)
+    if settings is None:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
