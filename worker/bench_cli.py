@@ -128,7 +128,12 @@ def table(summaries: list[Summary], price: float | None) -> str:
 
 async def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     url = base_url(args.url)
-    client = make_client(url, api_key(args.api_key, env), timeout=args.timeout)
+    try:
+        client = make_client(url, api_key(args.api_key, env), timeout=args.timeout)
+    except ImportError:
+        print("error: `python -m worker bench` needs the openai package: pip install openai",
+              file=sys.stderr)
+        return 2
     try:
         model = args.model
         if not model:
