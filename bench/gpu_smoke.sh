@@ -30,7 +30,7 @@ echo "$MODEL_DIR"
 
 serve() {  # $1 = label
   local port=8123 log="$OUT/serve-$1.log"
-  MODEL="$MODEL_DIR" SERVED_MODEL_NAME=tiny-scripted HOST=127.0.0.1 PORT=$port \
+  SHOW_LOADING_PROGRESS=true MODEL="$MODEL_DIR" SERVED_MODEL_NAME=tiny-scripted HOST=127.0.0.1 PORT=$port \
     MAX_MODEL_LEN=4096 GPU_MEMORY_UTILIZATION=0.5 VLLM_CACHE_ROOT="$WORK/vllm-cache" \
     $PY -m worker serve > "$log" 2>&1 &
   local pid=$! t0=$(date +%s.%N)
@@ -45,6 +45,7 @@ serve() {  # $1 = label
     step "openai client checks"
     $PY bench/gpu_client.py "http://127.0.0.1:$port/v1" | tee "$OUT/client.json"
   fi
+  grep -E "^\[|GPU memory|READY|^=====" "$log" | cut -c1-160 | tee "$OUT/progress-$1.txt"
   kill -TERM $pid; wait $pid; echo "exit code $?"
   grep -hoE "Using [A-Z_]+ attention backend[^.]*|Using FlashAttention version [0-9]+|Using '[A-Z_]+' [A-Za-z0-9]+ MoE backend|Using [A-Za-z0-9]+(Experts|Method)[A-Za-z0-9]*|torch.compile takes [0-9.]+ s in total|Graph capturing finished in [0-9.]+ secs[^)]*\)?|init engine[^)]*took [0-9.]+ seconds|Compiling a graph for [^t]*takes [0-9.]+ s|Dynamo bytecode transform time: [0-9.]+ s" "$log" | sort -u | tee "$OUT/backends-$1.txt"
 }

@@ -153,6 +153,14 @@ def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliabil
                 texts.append(c.post(url, json=HELLO, headers=headers).text)
             texts.append(c.post(url, json={"messages": []}, headers=auth).text)
             texts.append(c.post(url, content=b"{", headers=auth).text)
+            lines = [{"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions",
+                      "body": {**HELLO, "max_tokens": 3}} for i in range(3)]
+            lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/chat/completions",
+                          "body": {"messages": []}})
+            batch = c.post(f"{s.base_url}/batch", json={"lines": lines}, headers=auth)
+            assert batch.status_code == 200, batch.text
+            texts.append(batch.text)
+            texts.append(c.post(f"{s.base_url}/batch", json={"lines": lines}).text)  # no auth
 
         async def one(client: httpx.AsyncClient) -> tuple[int, str]:
             body = {**HELLO, "max_tokens": 300, "stream": True, "temperature": 0}
