@@ -161,8 +161,10 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
 
 
 async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
-                progress: Any = None) -> Any:
-    """Build the warm engine and the chat service; returns worker.service.ChatService."""
+                progress: Any = None, observer: Any = None) -> Any:
+    """Build the warm engine and the chat service; returns worker.service.ChatService.
+
+    `observer` (a worker.metrics.Observer, e.g. Metrics) sees every chat request's tokens."""
     from worker.gpu import probe
     from worker.progress import Progress
     from worker.weights import ensure_weights
@@ -187,7 +189,7 @@ async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
         engine = await VllmEngine.build(config, phases=parts, progress=progress)
     timeline.phases.update({f"engine.{name}": seconds for name, seconds in parts.items()})
     service = ChatService(engine, default_effort=settings.default_reasoning_effort,
-                          limits=limits_from(settings))
+                          limits=limits_from(settings), observer=observer)
     log.info("%s", timeline.summary())
     return service
 

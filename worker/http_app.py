@@ -33,6 +33,7 @@ from worker.protocol import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CHAT_PATH = "/v1/chat/completions"
 
 
 @dataclass
@@ -47,6 +48,7 @@ class AppState:
     inflight: int = 0  # /v1 requests whose response has not been fully sent
     startup_error: str | None = None
     timeline: dict[str, float] = field(default_factory=dict)
+    metrics: Any | None = None  # worker.metrics.Metrics: GET /metrics and per-status counts
 
     def ready_service(self) -> Any:
         if self.draining:
@@ -63,6 +65,7 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
                   redoc_url=None)
     app.state.worker = state
     app.add_middleware(InflightCounter, state=state)
+    app.add_middleware(ChatStatusCounter, state=state)
 
     @app.exception_handler(WorkerError)
     async def _worker_error(_: Request, exc: WorkerError) -> JSONResponse:
@@ -93,6 +96,15 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
             **body, "status": "ready", "model": service.model_names[0],
             "engine_requests": await service.engine.num_unfinished(),
         })
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        m = state.metrics
+        if m is None:
+            raise StarletteHTTPException(404, "metrics are not enabled")
+        m.set_cold_start(state.timeline)
+        await m.refresh(state.service.engine if state.service is not None else None)
+        return Response(m.render(), media_type=m.content_type)
 
     @app.get("/v1/models")
     async def models(request: Request) -> Response:
@@ -159,6 +171,42 @@ class InflightCounter:
             await self.app(scope, receive, send)
         finally:
             self.state.inflight -= 1
+
+
+class ChatStatusCounter:
+    """Reports each chat request's final status to `state.metrics`: the status sent once the
+    body is complete, 499 when the client went away first, 500 for an unhandled error."""
+
+    def __init__(self, app: Any, state: AppState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        metrics = self.state.metrics
+        if metrics is None or scope["type"] != "http" or scope["path"] != CHAT_PATH:
+            await self.app(scope, receive, send)
+            return
+        status: int | None = None
+        complete = False
+
+        async def counting_send(message: Any) -> None:
+            nonlocal status, complete
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            await send(message)
+
+        outcome = 499
+        try:
+            await self.app(scope, receive, counting_send)
+            if complete and status is not None:
+                outcome = status
+        except Exception:
+            outcome = 500 if status is None else 499
+            raise
+        finally:
+            metrics.response(outcome)
 
 
 def authorize(request: Request, state: AppState) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from worker.bootstrap import Timeline, configure_logging, start
 from worker.config import Settings, load_settings
 from worker.http_app import AppState, create_app
+from worker.metrics import Metrics
 from worker.progress import Progress, process_age
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,13 @@ def build_app(settings: Settings, env: Mapping[str, str],
                      max_batch_lines=settings.max_batch_lines)
     timeline = timeline or Timeline()
     state.timeline = timeline.phases
+    state.metrics = Metrics()
     progress = Progress(settings.show_loading_progress)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         try:
-            service = await start(settings, env, timeline, progress)
+            service = await start(settings, env, timeline, progress, observer=state.metrics)
         except Exception as exc:
             log.error("start-up failed: %s: %s", type(exc).__name__, exc)
             _exit(3)

@@ -14,19 +14,20 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from worker import harmony
 from worker.engine_api import Engine, SamplingOptions
 from worker.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from worker.events import Accumulated, accumulate, chunk_choices, merge
 from worker.generation import (
     REASONING_BUDGET,
-    AnswerLogprobs,
     ChoicePlan,
     ChoiceResult,
     run_choice,
 )
+from worker.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
 from worker.protocol import (
     ChatCompletionRequest,
     validate_request,
@@ -36,7 +37,6 @@ from worker.responses import (
     ModelList,
 )
 from worker.stops import StopMatcher
-from worker.streaming import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,6 @@ class Prepared:
     stop: tuple[str, ...] = ()
 
 
-@dataclass
-class _Choice:
-    """Accumulates one choice for the non-streaming response."""
-
-    reasoning: list[str] = field(default_factory=list)
-    content: list[str] = field(default_factory=list)
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    logprobs: list[dict[str, Any]] = field(default_factory=list)
-
-
 class ChatService:
     def __init__(
         self,
@@ -79,11 +69,13 @@ class ChatService:
         default_effort: str = "medium",
         today: Callable[[], str] = lambda: dt.date.today().isoformat(),
         limits: Limits | None = None,
+        observer: Observer | None = None,
     ):
         self.engine = engine
         self.default_effort = default_effort
         self._today = today
         self.limits = limits or Limits()
+        self.observer = observer or NULL_OBSERVER  # metrics: tokens as they come, counts at the end
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -180,14 +172,18 @@ class ChatService:
     # -- running ----------------------------------------------------------------
     async def complete(self, p: Prepared) -> ChatCompletion:
         results = [ChoiceResult() for _ in p.plans]
-        acc = [_Choice() for _ in p.plans]
+        acc = [Accumulated() for _ in p.plans]
+        obs = self.observer.request()
 
         async def one(i: int) -> None:
-            async with aclosing(self._events(p, i, results[i])) as events_of:
+            async with aclosing(self._events(p, i, results[i], obs)) as events_of:
                 async for events in events_of:
-                    _accumulate(acc[i], events)
+                    accumulate(acc[i], events)
 
-        await asyncio.gather(*(one(i) for i in range(len(p.plans))))
+        try:
+            await asyncio.gather(*(one(i) for i in range(len(p.plans))))
+        finally:
+            obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
         choices = []
         for i, (a, r) in enumerate(zip(acc, results, strict=True)):
             reasoning = "".join(a.reasoning) or None
@@ -228,26 +224,34 @@ class ChatService:
 
         for i in range(len(p.plans)):
             yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}}])
-        streams = [self._events(p, i, results[i]) for i in range(len(p.plans))]
-        async with aclosing(_merge(streams)) as merged:
-            async for i, events in merged:
-                if events is None:
-                    reason = results[i].finish_reason
-                    yield chunk([{"index": i, "delta": {}, "finish_reason": reason}])
-                    continue
-                for entry in _deltas(events):
-                    yield chunk([{"index": i, **entry}])
+        obs = self.observer.request()
+        streams = [self._events(p, i, results[i], obs) for i in range(len(p.plans))]
+        try:
+            async with aclosing(merge(streams)) as merged:
+                async for i, events in merged:
+                    if events is None:
+                        reason = results[i].finish_reason
+                        yield chunk([{"index": i, "delta": {}, "finish_reason": reason}])
+                        continue
+                    for entry in chunk_choices(events):
+                        yield chunk([{"index": i, **entry}])
+        finally:
+            obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
         opts = p.request.stream_options
         if opts is not None and opts.include_usage:
             yield chunk([], usage=self._usage(p, results))
 
     async def _events(
-        self, p: Prepared, i: int, result: ChoiceResult
+        self, p: Prepared, i: int, result: ChoiceResult, obs: RequestObserver = NULL_REQUEST
     ) -> AsyncGenerator[list, None]:
         stops = StopMatcher(p.stop) if p.stop else None
         gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
+        seen = 0
         try:
             async for events in gen:
+                if result.completion_tokens > seen:  # tokens of this delta (headers included)
+                    obs.tokens(result.completion_tokens - seen)
+                    seen = result.completion_tokens
                 if stops is not None:
                     events = stops.filter(events)
                 if events:
@@ -302,98 +306,3 @@ def _schema_of(fmt: Any) -> dict[str, Any] | None:
     js = fmt.json_schema
     schema = getattr(js, "schema_", None) or getattr(js, "json_schema", None)
     return dict(schema) if schema else {"type": "object"}
-
-
-def _accumulate(acc: _Choice, events: list[Any]) -> None:
-    for ev in events:
-        if isinstance(ev, ContentDelta):
-            acc.content.append(ev.text)
-        elif isinstance(ev, ReasoningDelta):
-            acc.reasoning.append(ev.text)
-        elif isinstance(ev, ToolCallStart):
-            acc.calls[ev.index] = {"id": _call_id(), "type": "function",
-                                   "function": {"name": ev.name, "arguments": ""}}
-        elif isinstance(ev, ToolCallArgsDelta) and ev.index in acc.calls:
-            acc.calls[ev.index]["function"]["arguments"] += ev.text
-        elif isinstance(ev, AnswerLogprobs):
-            acc.logprobs.extend(_logprob_entries(ev))
-
-
-def _deltas(events: list[Any]) -> list[dict[str, Any]]:
-    """Stream chunk choices (without index) for a list of events."""
-    out: list[dict[str, Any]] = []
-    for ev in events:
-        if isinstance(ev, ContentDelta):
-            out.append({"delta": {"content": ev.text}})
-        elif isinstance(ev, ReasoningDelta):
-            out.append({"delta": {"reasoning": ev.text, "reasoning_content": ev.text}})
-        elif isinstance(ev, ToolCallStart):
-            call = {"index": ev.index, "id": _call_id(), "type": "function",
-                    "function": {"name": ev.name, "arguments": ""}}
-            out.append({"delta": {"tool_calls": [call]}})
-        elif isinstance(ev, ToolCallArgsDelta):
-            call = {"index": ev.index, "function": {"arguments": ev.text}}
-            out.append({"delta": {"tool_calls": [call]}})
-        elif isinstance(ev, AnswerLogprobs):
-            logprobs = {"content": _logprob_entries(ev)}
-            if out and "content" in out[-1]["delta"] and "logprobs" not in out[-1]:
-                out[-1]["logprobs"] = logprobs  # ride on the content it belongs to
-            else:
-                out.append({"delta": {}, "logprobs": logprobs})
-    return out
-
-
-def _logprob_entries(ev: AnswerLogprobs) -> list[dict[str, Any]]:
-    def one(token_id: int, logprob: float) -> dict[str, Any]:
-        raw = harmony.token_bytes([token_id])
-        return {"token": raw.decode("utf-8", "replace"), "logprob": logprob, "bytes": list(raw)}
-
-    return [
-        {**one(e.token_id, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
-        for e in ev.entries
-    ]
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-Events = AsyncGenerator[list, None]
-
-
-async def _merge(gens: list[Events]) -> AsyncGenerator[tuple[int, list | None], None]:
-    """Interleave several event streams; yields (index, events), and (index, None) at each end."""
-    if len(gens) == 1:
-        async with aclosing(gens[0]) as only:
-            async for events in only:
-                yield 0, events
-        yield 0, None
-        return
-    queue: asyncio.Queue[tuple[int, list | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int, g: AsyncGenerator[list, None]) -> None:
-        try:
-            async for events in g:
-                await queue.put((i, events))
-            await queue.put((i, None))
-        except BaseException as exc:
-            await queue.put((i, exc))
-
-    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
-    live = len(gens)
-    try:
-        while live:
-            i, item = await queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            if item is None:
-                live -= 1
-                yield i, None
-            else:
-                yield i, item
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for g in gens:
-            await g.aclose()  # type: ignore[attr-defined]
