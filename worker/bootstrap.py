@@ -150,7 +150,11 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         args["async_scheduling"] = settings.async_scheduling
         if settings.enable_sleep_mode:
             args["enable_sleep_mode"] = True
-    env_extra = dict(plan.env)  # AsyncLLM always runs its engine core in a subprocess
+    env_extra = dict(plan.env)
+    if plan.device == "cpu":
+        # AsyncLLM always runs its engine core in a child process; on the CPU this also
+        # keeps the model executor inside that process instead of a third one.
+        env_extra.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if settings.hf_token is not None:
         env_extra["HF_TOKEN"] = settings.hf_token.get_secret_value()
     config = EngineConfig(
