@@ -260,8 +260,15 @@ class VllmEngine:
             llm.shutdown()
         except Exception:
             log.warning("engine shutdown raised", exc_info=True)
+        # AsyncLLM.__del__ calls shutdown() again, at interpreter exit when vLLM's module
+        # globals are already gone (a TypeError printed on every clean exit): done is done.
+        llm.shutdown = _noop
         del llm
-        gc.collect()  # vLLM's __del__ at interpreter exit would shut down a second time
+        gc.collect()
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _finish_reason(reason: str | None) -> FinishReason:
