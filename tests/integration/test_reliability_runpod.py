@@ -62,12 +62,12 @@ def test_cancelled_job_storm(rp: tuple[JobQueue, Worker], reliability: dict) -> 
     body = {"openai_route": "/v1/chat/completions", "openai_input": {
         "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 1500,
         "stream": True}}
-    jobs = queue.submit_all([body] * 40)
+    jobs = queue.submit_all([body] * 16)
     for job in jobs:  # every job is running and streaming
         queue.wait_streamed(job, timeout=120)
     for job in jobs:
         queue.cancel(job)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # 2 shared cores: the SDK polls cancellations in turns
     pattern = "engine requests unfinished now: 0"
     while worker.log_text().count("cancelled: its engine request was aborted") < len(jobs):
         assert time.monotonic() < deadline, worker.log_text()[-3000:]
