@@ -276,8 +276,8 @@ class SpawnedBatchJobs:
         return batch_object(call.object_id, "in_progress", total=len(lines))
 
     async def describe(self, batch_id: str) -> dict[str, Any]:
-        from worker.errors import NotFound, to_openai_error
-        from worker.http_batch import BatchNotFinished, batch_object
+        from worker.errors import BatchNotFinished, NotFound, to_openai_error
+        from worker.http_batch import batch_object
 
         try:
             output = await self.output(batch_id)
@@ -293,8 +293,7 @@ class SpawnedBatchJobs:
         return batch_object(batch_id, "completed", total=len(output), output=output)
 
     async def output(self, batch_id: str) -> list[dict[str, Any]]:
-        from worker.errors import NotFound
-        from worker.http_batch import BatchNotFinished
+        from worker.errors import BatchNotFinished, NotFound
 
         try:
             if not batch_id.startswith("fc-"):

@@ -58,6 +58,18 @@ class PayloadTooLarge(WorkerError):
     error_type = "invalid_request_error"
 
 
+class BatchNotFinished(WorkerError):
+    """An asynchronous batch's output was asked for before it finished."""
+
+    status_code = 409
+    error_type = "invalid_request_error"
+
+
+class TooManyBatches(WorkerError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+
 class Unavailable(WorkerError):
     """The worker is starting, draining or its engine died: retry elsewhere."""
 

@@ -28,7 +28,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.batch import BATCH_URL, run_batch
-from worker.errors import InvalidRequest, NotFound, PayloadTooLarge, WorkerError, to_openai_error
+from worker.errors import (
+    BatchNotFinished,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    TooManyBatches,
+    WorkerError,
+    to_openai_error,
+)
 from worker.http_app import AppState, authorize, read_body, unless_disconnected
 
 log = logging.getLogger(__name__)
@@ -40,16 +48,6 @@ MAX_JOBS = 64
 JOB_TTL_S = 3600.0
 
 Lines = list[dict[str, Any]]
-
-
-class BatchNotFinished(WorkerError):
-    status_code = 409
-    error_type = "invalid_request_error"
-
-
-class TooManyBatches(WorkerError):
-    status_code = 429
-    error_type = "rate_limit_error"
 
 
 class BatchJobs(Protocol):
