@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import modal
 
 from worker import VLLM_VERSION
-from worker.engine_loop import ASGIApp, EngineLoop, on_loop
+from worker.engine.loop import ASGIApp, EngineLoop, on_loop
 
 if TYPE_CHECKING:
-    from worker.http_app import AppState
+    from worker.platforms.http_app import AppState
 
 log = logging.getLogger("modal_app")
 
@@ -160,9 +160,9 @@ class Runtime:
     """One container's engine, chat service and HTTP app, all on one `EngineLoop`."""
 
     def __init__(self, env: Mapping[str, str], *, exit_on_engine_death: bool = True) -> None:
-        from worker.bootstrap import Timeline, configure_logging
-        from worker.config import Settings
-        from worker.http_app import AppState
+        from worker.platforms.http_app import AppState
+        from worker.setup.bootstrap import Timeline, configure_logging
+        from worker.setup.config import Settings
 
         self.env = dict(env)
         self.settings = Settings.from_env(self.env)
@@ -177,7 +177,7 @@ class Runtime:
         self._asgi: ASGIApp | None = None
 
     def start(self) -> None:
-        from worker.bootstrap import start
+        from worker.setup.bootstrap import start
 
         try:
             self.state.service = self.engine_loop.run(start(self.settings, self.env, self.timeline))
@@ -206,8 +206,8 @@ class Runtime:
 
     def asgi(self) -> ASGIApp:
         if self._asgi is None:
-            from worker.http_app import create_app
-            from worker.http_batch import add_batch_routes
+            from worker.platforms.http_app import create_app
+            from worker.platforms.http_batch import add_batch_routes
 
             fastapi_app = create_app(self.state)
             # On Modal a batch is a spawned `batch` call: it outlives this container.
@@ -221,15 +221,15 @@ class Runtime:
         return await self.engine_loop.call(self._chat(body))
 
     async def batch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from worker.batch import run_batch
+        from worker.openai.batch import run_batch
 
         service = self.state.ready_service()
         limit = self.settings.max_batch_lines
         return await self.engine_loop.call(run_batch(service, lines, max_lines=limit))
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from worker.errors import InvalidRequest, to_openai_error
-        from worker.protocol import ChatCompletionRequest
+        from worker.openai.chat.protocol import ChatCompletionRequest
+        from worker.openai.errors import InvalidRequest, to_openai_error
 
         try:
             service = self.state.ready_service()
@@ -270,14 +270,14 @@ class SpawnedBatchJobs:
     so it survives scale-down, and whichever container gets a poll can answer it."""
 
     async def submit(self, lines: list[dict[str, Any]]) -> dict[str, Any]:
-        from worker.http_batch import batch_object
+        from worker.platforms.http_batch import batch_object
 
         call = await GptOss().batch.spawn.aio(lines)
         return batch_object(call.object_id, "in_progress", total=len(lines))
 
     async def describe(self, batch_id: str) -> dict[str, Any]:
-        from worker.errors import BatchNotFinished, NotFound, to_openai_error
-        from worker.http_batch import batch_object
+        from worker.openai.errors import BatchNotFinished, NotFound, to_openai_error
+        from worker.platforms.http_batch import batch_object
 
         try:
             output = await self.output(batch_id)
@@ -293,7 +293,7 @@ class SpawnedBatchJobs:
         return batch_object(batch_id, "completed", total=len(output), output=output)
 
     async def output(self, batch_id: str) -> list[dict[str, Any]]:
-        from worker.errors import BatchNotFinished, NotFound
+        from worker.openai.errors import BatchNotFinished, NotFound
 
         try:
             if not batch_id.startswith("fc-"):
@@ -309,7 +309,7 @@ class SpawnedBatchJobs:
         return result
 
     async def cancel(self, batch_id: str) -> dict[str, Any]:
-        from worker.http_batch import batch_object
+        from worker.platforms.http_batch import batch_object
 
         await self.describe(batch_id)  # 404 for an unknown id
         await modal.FunctionCall.from_id(batch_id).cancel.aio()

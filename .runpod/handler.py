@@ -4,7 +4,7 @@
 import os
 import sys
 
-from worker.runpod_handler import main
+from worker.platforms.runpod_handler import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:], dict(os.environ)))

@@ -4,7 +4,7 @@
     .venv/bin/python bench/cold_start.py --mode worker   # `python -m worker serve` to /ready
 
 Each start is a fresh process. Both starts share one cache volume laid out by
-`worker.weights.cache_env` (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR);
+`worker.setup.weights.cache_env` (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR);
 the first finds it empty, the second finds what the first compiled. `--mode engine` builds
 `VllmEngine` with `enforce_eager=False` (the worker itself forces eager on the CPU, where
 the compile cache has nothing to save) and reports vLLM's phases from its log lines;
@@ -33,7 +33,7 @@ LOGS: Path | None = None  # --logs: keep each engine start's output there
 def child(model: str, eager: bool) -> None:
     """One engine start in this process; prints its timings as JSON."""
     t0 = time.perf_counter()
-    from worker.engine import EngineConfig, VllmEngine
+    from worker.engine.vllm_engine import EngineConfig, VllmEngine
 
     config = EngineConfig(
         model=model, served_model_names=("tiny",), device="cpu",
@@ -55,7 +55,7 @@ def child(model: str, eager: bool) -> None:
 
 
 def start_engine(model: str, eager: bool, env: dict[str, str]) -> dict[str, Any]:
-    from worker.progress import VllmStartupLog
+    from worker.setup.progress import VllmStartupLog
 
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", model, *(["--eager"] * eager)],
@@ -131,8 +131,8 @@ def main() -> None:
         return
     global LOGS
     LOGS = args.logs
+    from worker.setup.weights import cache_env
     from worker.tiny import ensure_tiny_model
-    from worker.weights import cache_env
 
     model = args.model or str(ensure_tiny_model("random", ROOT / ".tiny"))
     ratios = []

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worker import harmony
-from worker.streaming import HarmonyStreamParser
+from worker.harmony.parser import HarmonyStreamParser
+from worker.harmony.tokens import CALL, RETURN, encoding
 
 REPO = Path(__file__).resolve().parent.parent
-TEXTS = ("README.md", "ARCHITECTURE.md", "docs/RUNPOD.md")
+TEXTS = ("README.md", "ARCHITECTURE.md", "docs/RUNPOD.md", "docs/API.md", "docs/WEIGHTS.md")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def completions(count: int = 64, words: int = 160) -> list[list[int]]:
 
     text = " ".join((REPO / name).read_text() for name in TEXTS if (REPO / name).is_file())
     vocab = text.split()
-    enc = harmony.encoding()
+    enc = encoding()
     out: list[list[int]] = []
     for i in range(count):
         start = (i * 97) % max(1, len(vocab) - 2 * words)
@@ -52,11 +52,11 @@ def completions(count: int = 64, words: int = 160) -> list[list[int]]:
             msgs.append(Message.from_role_and_content(Role.ASSISTANT, args)
                         .with_channel("commentary").with_recipient("functions.search")
                         .with_content_type("<|constrain|>json"))
-            stop = harmony.CALL
+            stop = CALL
         else:
             msgs.append(Message.from_role_and_content(Role.ASSISTANT, answer)
                         .with_channel("final"))
-            stop = harmony.RETURN
+            stop = RETURN
         toks: list[int] = []
         for m in msgs:
             toks += list(enc.render(m))
@@ -102,7 +102,7 @@ def _run_empty(groups: list[list[tuple[int, list[int]]]], streams: int) -> float
 def _run_harmony(groups: list[list[tuple[int, list[int]]]], streams: int) -> float:
     from openai_harmony import Role, StreamableParser
 
-    enc = harmony.encoding()
+    enc = encoding()
     t0 = time.process_time()
     for order in groups:
         parsers = [StreamableParser(enc, role=Role.ASSISTANT) for _ in range(streams)]

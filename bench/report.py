@@ -149,7 +149,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
         "a child process; the variable only drops the separate executor process on the CPU. So "
         "each server is one API process plus one EngineCore process: like for like.",
         "",
-        f"Load: the official `openai` async client (`worker/loadgen.py`), streaming chat, "
+        f"Load: the official `openai` async client (`worker/bench/loadgen.py`), streaming chat, "
         f"`max_tokens={res['settings']['max_tokens']}`, the same prompts and a per-request "
         f"`seed` on both, no `ignore_eos`; closed loop at concurrency {res['levels']}, "
         f"requests per run {res['settings']['requests']}, {res['settings']['repeats']} "
@@ -213,7 +213,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
             f"{rp['runpod_first_s']:.3f} | {rp['added_first_s'] * 1e3:+.0f} ms |", "",
             f"Job pick-up (queued → taken by the SDK's long poll): {rp['pickup_s'] * 1e3:.0f} ms; "
             f"stream POSTs per job: {rp['stream_posts']:.0f} (one per yield, grouped every "
-            "50 ms by `worker/jobs.py`); last stream POST → result POST: "
+            "50 ms by `worker/platforms/runpod_jobs.py`); last stream POST → result POST: "
             f"{rp.get('after_last_post_s', math.nan) * 1e3:.0f} ms; failed jobs: "
             f"{rp['errors']:.0f}. RunPod's own queue and proxy hops are not in this number.",
         ]
@@ -222,7 +222,7 @@ def markdown(res: dict[str, Any], command: str) -> str:
     ours = {r["streams"]: r for r in map(_asdict, parser["ours"])}
     ref = {r["streams"]: r for r in map(_asdict, parser["openai_harmony"])}
     lines += ["", "## Harmony streaming parser", "",
-              f"`worker.streaming.HarmonyStreamParser`, one token per `feed`, on 64 rendered "
+              f"`worker.harmony.parser.HarmonyStreamParser`, one token per `feed`, on 64 rendered "
               f"completions (analysis + final or a JSON tool call, {parser['mean_tokens']:.0f} "
               "tokens each); CPU time, harness cost subtracted; best (median) of "
               f"{parser['rounds']} rounds. openai_harmony's `StreamableParser` for reference.",

@@ -27,7 +27,7 @@ import report
 import servers
 from runpod_queue import JobQueue
 
-from worker.loadgen import LoadSpec, RequestRecord, make_client, run_load, summarize
+from worker.bench.loadgen import LoadSpec, RequestRecord, make_client, run_load, summarize
 
 MAX_MODEL_LEN, MAX_NUM_SEQS = 2048, 32
 MODES: dict[str, dict[str, Any]] = {

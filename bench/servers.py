@@ -1,7 +1,7 @@
 """Server processes for the benchmark: our worker, vLLM's OpenAI server, the RunPod worker.
 
 Both HTTP servers get the same engine arguments: vLLM's command line is derived from the
-arguments our worker resolves for the same model (`worker.bootstrap.resolve`), and both run
+arguments our worker resolves for the same model (`worker.setup.bootstrap.resolve`), and both run
 with the same environment (VLLM_ENABLE_V1_MULTIPROCESSING=0, the worker's CPU default, so
 each server is one API process plus one EngineCore process with the uni-process executor).
 """
@@ -57,8 +57,8 @@ def worker_settings_env(model: Path, max_model_len: int, max_num_seqs: int) -> d
 
 def resolved_engine_args(model: Path, max_model_len: int, max_num_seqs: int) -> dict[str, Any]:
     """The AsyncEngineArgs our worker passes for this model (no vLLM import)."""
-    from worker.bootstrap import resolve
-    from worker.config import Settings
+    from worker.setup.bootstrap import resolve
+    from worker.setup.config import Settings
 
     env = worker_settings_env(model, max_model_len, max_num_seqs)
     resolved = resolve(Settings.from_env(env), env, None)

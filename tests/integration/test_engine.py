@@ -11,10 +11,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from worker.bootstrap import resolve
-from worker.config import Settings
-from worker.engine import VllmEngine
-from worker.engine_api import GenerationDelta, SamplingOptions
+from worker.engine.api import GenerationDelta, SamplingOptions
+from worker.engine.vllm_engine import VllmEngine
+from worker.setup.bootstrap import resolve
+from worker.setup.config import Settings
 
 from .conftest import engine_env
 
@@ -99,7 +99,7 @@ async def test_json_schema_constraint_holds_even_for_random_weights(engine: Vllm
     }
     opts = SamplingOptions(max_tokens=64, temperature=1.0, json_schema=schema)
     deltas = await collect(engine.generate("t-json", PROMPT, opts))
-    from worker.harmony import decode_text
+    from worker.harmony.tokens import decode_text
 
     ids = [t for d in deltas for t in d.token_ids if t < 199998]
     value = json.loads(decode_text(ids))
@@ -109,7 +109,7 @@ async def test_json_schema_constraint_holds_even_for_random_weights(engine: Vllm
 async def test_choice_constraint(engine: VllmEngine) -> None:
     opts = SamplingOptions(max_tokens=16, temperature=1.0, choice=("get_weather", "get_time"))
     deltas = await collect(engine.generate("t-choice", PROMPT, opts))
-    from worker.harmony import decode_text
+    from worker.harmony.tokens import decode_text
 
     ids = [t for d in deltas for t in d.token_ids if t < 199998]
     assert decode_text(ids) in ("get_weather", "get_time")

@@ -70,11 +70,11 @@ def test_chat_never_fails_on_gibberish(client: openai.OpenAI) -> None:
 def test_usage_prompt_tokens_match_the_rendered_prompt(client: openai.OpenAI) -> None:
     from datetime import date
 
-    from worker import harmony
-    from worker.protocol import ChatCompletionRequest
+    from worker.openai.chat.convert import render_chat
+    from worker.openai.chat.protocol import ChatCompletionRequest
 
     req = ChatCompletionRequest.model_validate({"messages": HELLO})
-    ids = harmony.render_prompt(req, include_tools=False, today=date.today().isoformat())
+    ids = render_chat(req, include_tools=False, today=date.today().isoformat())
     r = client.chat.completions.create(model="tiny-random", messages=HELLO, max_tokens=5)
     assert r.usage is not None and r.usage.prompt_tokens == len(ids)
 

@@ -11,7 +11,9 @@ import importlib
 
 import pytest
 
-from worker import VLLM_VERSION, engine, plan
+from worker import VLLM_VERSION
+from worker.engine import vllm_engine as engine
+from worker.setup import plan
 
 SUPPORTED_RELEASES = {"0.32.0", "0.26.0"}
 
@@ -67,7 +69,7 @@ def test_sampling_and_structured_output_names_exist() -> None:
 def test_structured_outputs_config_accepts_our_keys() -> None:
     from vllm.config import StructuredOutputsConfig
 
-    from worker.bootstrap import STRUCTURED_OUTPUTS
+    from worker.setup.bootstrap import STRUCTURED_OUTPUTS
 
     config = StructuredOutputsConfig(**STRUCTURED_OUTPUTS)
     assert config.disable_any_whitespace and config.enable_in_reasoning

@@ -1,6 +1,6 @@
 """Weights on the cache volume, with the real huggingface_hub client against a fake Hub.
 
-Each "start" is `python -m worker.weights MODEL` in a fresh process (HF_ENDPOINT is read
+Each "start" is `python -m worker weights MODEL` in a fresh process (HF_ENDPOINT is read
 when huggingface_hub is imported), the same `ensure_weights` call the worker makes at start.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.fake_hub import FakeHub
-from worker.weights import Snapshot, WeightFile, WeightsError, check, needed
+from worker.setup.snapshot import Snapshot, WeightFile, WeightsError, check, needed
 
 TOKEN = "hf_GoodSecretToken1234567890"
 NEEDED_TINY = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -66,12 +66,12 @@ def worker_env(hub: FakeHub, tmp: Path, **extra: str) -> dict[str, str]:
 
 
 def start(model: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker.weights", model], env=env,
+    return subprocess.run([sys.executable, "-m", "worker", "weights", model], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
 def spawn(model: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "worker.weights", model], env=env,
+    return subprocess.Popen([sys.executable, "-m", "worker", "weights", model], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -209,7 +209,7 @@ def test_missing_repo_and_revision_name_the_variable(hub: FakeHub, tmp_path: Pat
 
 
 def test_local_directory_is_used_as_it_is(random_model: Path, tmp_path: Path) -> None:
-    from worker.weights import ensure_weights
+    from worker.setup.weights import ensure_weights
 
     got = ensure_weights(str(random_model), revision=None, cache_dir=tmp_path, token=None,
                          progress=None)
@@ -233,7 +233,7 @@ def test_index_naming_a_shard_the_repo_lacks_is_an_error(tmp_path: Path) -> None
 
 
 def test_fresh_partials_are_left_alone(tmp_path: Path) -> None:
-    from worker.resume import stale_partials
+    from worker.setup.resume import stale_partials
 
     old, live = tmp_path / "abc.1.incomplete", tmp_path / "abc.2.incomplete"
     old.write_bytes(b"x" * 10)
@@ -244,7 +244,7 @@ def test_fresh_partials_are_left_alone(tmp_path: Path) -> None:
 
 ENGINE_CHILD = """
 import asyncio, sys
-from worker.engine import EngineConfig, VllmEngine
+from worker.engine.vllm_engine import EngineConfig, VllmEngine
 path = sys.argv[1]
 config = EngineConfig(model="openai/tiny-gpt-oss", served_model_names=("openai/tiny-gpt-oss",),
     device="cpu",

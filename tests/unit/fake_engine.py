@@ -1,4 +1,4 @@
-"""A tiny scripted engine implementing worker.engine_api.Engine, for fast unit tests.
+"""A tiny scripted engine implementing worker.engine.api.Engine, for fast unit tests.
 
 `script(prompt_token_ids, options)` returns the tokens to emit; they are
 streamed in chunks of `chunk` tokens and cut at max_tokens / stop tokens the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from worker.engine_api import (
+from worker.engine.api import (
     EngineDeadError,
     EngineInfo,
     GenerationDelta,

@@ -10,17 +10,17 @@ import pytest
 from openai_harmony import Message, Role
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.batch import run_batch
-from worker.engine_api import GenerationDelta, SamplingOptions
-from worker.errors import PayloadTooLarge
-from worker.service import ChatService
+from worker.engine.api import GenerationDelta, SamplingOptions
+from worker.harmony.tokens import RETURN, decode_text, encode_text, encoding
+from worker.openai.batch import run_batch
+from worker.openai.chat.service import ChatService
+from worker.openai.errors import PayloadTooLarge
 
 
 def answer(text: str) -> list[int]:
     m = Message.from_role_and_content(Role.ASSISTANT, text).with_channel("final")
-    toks = harmony.encoding().render(m)
-    return toks[len(harmony.encode_text("assistant")) + 1:-1] + [harmony.RETURN]
+    toks = encoding().render(m)
+    return toks[len(encode_text("assistant")) + 1:-1] + [RETURN]
 
 
 class CountingEngine(FakeEngine):
@@ -33,7 +33,7 @@ class CountingEngine(FakeEngine):
 
     @staticmethod
     def echo(prompt: list[int], _: SamplingOptions) -> list[int]:
-        text = harmony.decode_text(prompt)
+        text = decode_text(prompt)
         word = text.split("<|message|>")[-1].split("<|end|>")[0]
         return answer(f"echo {word}")
 

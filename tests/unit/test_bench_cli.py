@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from worker.bench_cli import base_url, main
-from worker.loadgen import RequestRecord, percentile, summarize
+from worker.bench.cli import base_url, main
+from worker.bench.loadgen import RequestRecord, percentile, summarize
 
 FIRST_DELAY = 0.12  # request -> first content chunk
 GAP = 0.03  # between content chunks

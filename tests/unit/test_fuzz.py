@@ -16,9 +16,10 @@ import hypothesis
 import schemathesis
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.http_app import AppState, create_app
-from worker.service import ChatService
+from worker.harmony.render import final_prefix_tokens
+from worker.harmony.tokens import RETURN, encode_text
+from worker.openai.chat.service import ChatService
+from worker.platforms.http_app import AppState, create_app
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "700"))
 SENT: dict[str, int] = {"requests": 0, "5xx": 0}
@@ -27,11 +28,11 @@ SENT: dict[str, int] = {"requests": 0, "5xx": 0}
 def _script(prompt: list[int], options: Any) -> list[int]:
     # the fake model answers in valid Harmony, constrained phases included
     if options.choice:
-        return [*harmony.encode_text(options.choice[0]), harmony.RETURN]
+        return [*encode_text(options.choice[0]), RETURN]
     if options.json_schema is not None or options.json_object:
-        return [*harmony.encode_text("{}"), harmony.RETURN]
-    return [*harmony.final_prefix_tokens(after_message=False)[0:0],
-            *harmony.encode_text("<|channel|>final<|message|>ok"), harmony.RETURN]
+        return [*encode_text("{}"), RETURN]
+    return [*final_prefix_tokens(after_message=False)[0:0],
+            *encode_text("<|channel|>final<|message|>ok"), RETURN]
 
 
 def _app() -> Any:

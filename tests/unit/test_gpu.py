@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.gpu import (
+from worker.setup.gpu import (
     KNOWN_GPUS,
     GpuInfo,
     MiB,

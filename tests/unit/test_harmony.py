@@ -1,4 +1,4 @@
-"""worker.harmony: prompt rendering and forced prefixes, checked with openai_harmony itself."""
+"""worker.harmony.render: prompts and forced prefixes, checked with openai_harmony itself."""
 
 from __future__ import annotations
 
@@ -7,10 +7,28 @@ from typing import Any
 import pytest
 from openai_harmony import Message, Role
 
-from worker import harmony
-from worker.errors import InvalidRequest
-from worker.harmony import CALL, CHANNEL, CONSTRAIN, END, MESSAGE, RETURN, START
-from worker.protocol import ChatCompletionRequest
+from worker.harmony.completion import parse_completion
+from worker.harmony.render import (
+    analysis_prefix_tokens,
+    final_prefix_tokens,
+    tool_call_prefix_tokens,
+)
+from worker.harmony.tokens import (
+    CALL,
+    CHANNEL,
+    CONSTRAIN,
+    END,
+    MESSAGE,
+    RETURN,
+    START,
+    decode_text,
+    encode_text,
+    encoding,
+    stop_token_ids,
+)
+from worker.openai.chat.convert import render_chat
+from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.errors import InvalidRequest
 
 WEATHER = {
     "type": "function",
@@ -32,18 +50,18 @@ def request(messages: list[dict[str, Any]], **extra: Any) -> ChatCompletionReque
 
 
 def render(req: ChatCompletionRequest, include_tools: bool = True) -> tuple[list[int], str]:
-    toks = harmony.render_prompt(req, include_tools=include_tools, today="2025-06-01")
-    return toks, harmony.encoding().decode(toks)
+    toks = render_chat(req, include_tools=include_tools, today="2025-06-01")
+    return toks, encoding().decode(toks)
 
 
 def parse_prompt(toks: list[int]) -> list[Message]:
     """The prompt's messages, parsed back by openai_harmony (without the open assistant turn)."""
-    assert toks[-2:] == [START, *harmony.encode_text("assistant")]
-    return harmony.encoding().parse_messages_from_completion_tokens(toks[:-2], role=None)
+    assert toks[-2:] == [START, *encode_text("assistant")]
+    return encoding().parse_messages_from_completion_tokens(toks[:-2], role=None)
 
 
 def test_special_ids_match_the_encoding() -> None:
-    enc = harmony.encoding()
+    enc = encoding()
     for name, tok in [
         ("<|return|>", RETURN),
         ("<|constrain|>", CONSTRAIN),
@@ -54,16 +72,16 @@ def test_special_ids_match_the_encoding() -> None:
         ("<|call|>", CALL),
     ]:
         assert enc.encode(name, allowed_special="all") == [tok]
-    assert set(harmony.stop_token_ids()) == set(enc.stop_tokens_for_assistant_actions())
-    assert harmony.stop_token_ids() == (200002, 200012)
-    assert harmony.encoding() is enc
+    assert set(stop_token_ids()) == set(enc.stop_tokens_for_assistant_actions())
+    assert stop_token_ids() == (200002, 200012)
+    assert encoding() is enc
 
 
 def test_text_helpers() -> None:
-    assert harmony.encode_text("<|start|>") != [START]  # user text never becomes a special token
+    assert encode_text("<|start|>") != [START]  # user text never becomes a special token
     s = "héllo 🫠 龘 <|end|>"
-    assert harmony.decode_text(harmony.encode_text(s)) == s
-    assert harmony.decode_text([START]) == "<|start|>"
+    assert decode_text(encode_text(s)) == s
+    assert decode_text([START]) == "<|start|>"
 
 
 def test_plain_prompt() -> None:
@@ -87,14 +105,14 @@ def test_reasoning_effort(effort: str, shown: str) -> None:
 
 def test_default_effort_and_cutoff() -> None:
     req = request([{"role": "user", "content": "x"}])
-    toks = harmony.render_prompt(
+    toks = render_chat(
         req,
         include_tools=False,
         today="2030-01-02",
         knowledge_cutoff="2025-01",
         default_effort="high",
     )
-    text = harmony.decode_text(toks)
+    text = decode_text(toks)
     assert "Reasoning: high" in text and "Knowledge cutoff: 2025-01" in text
 
 
@@ -208,38 +226,38 @@ def test_unknown_tool_call_id_raises() -> None:
 
 
 def test_prefix_tokens_exact() -> None:
-    enc_text = harmony.encode_text
+    enc_text = encode_text
     assistant = enc_text("assistant")
     assert assistant == [173781]
-    assert harmony.analysis_prefix_tokens() == [CHANNEL, 35644, MESSAGE]
-    assert harmony.final_prefix_tokens() == [START, 173781, CHANNEL, 17196, MESSAGE]
-    assert harmony.final_prefix_tokens(after_message=False) == [CHANNEL, 17196, MESSAGE]
-    named = harmony.tool_call_prefix_tokens("get_weather", after_message=True)
+    assert analysis_prefix_tokens() == [CHANNEL, 35644, MESSAGE]
+    assert final_prefix_tokens() == [START, 173781, CHANNEL, 17196, MESSAGE]
+    assert final_prefix_tokens(after_message=False) == [CHANNEL, 17196, MESSAGE]
+    named = tool_call_prefix_tokens("get_weather", after_message=True)
     # <|start|>assistant<|channel|>comment|ary| to|=|functions|.get|_weather| |<|constrain|>
     # json<|message|>
     assert named == [
         START, 173781, CHANNEL, 12606, 815, 316, 28, 44580, 775, 170154, 220, CONSTRAIN, 4108,
         MESSAGE,
     ]  # fmt: skip
-    assert harmony.tool_call_prefix_tokens("f", after_message=False) == [
+    assert tool_call_prefix_tokens("f", after_message=False) == [
         CHANNEL, *enc_text("commentary to=functions.f "), CONSTRAIN, 4108, MESSAGE
     ]  # fmt: skip
-    open_name = harmony.tool_call_prefix_tokens(None, after_message=False)
+    open_name = tool_call_prefix_tokens(None, after_message=False)
     assert open_name == [CHANNEL, 12606, 815, 316, 28, 44580, 13]
-    assert harmony.decode_text(open_name) == "<|channel|>commentary to=functions."
+    assert decode_text(open_name) == "<|channel|>commentary to=functions."
 
 
 def test_prefixes_are_what_harmony_renders() -> None:
-    enc = harmony.encoding()
+    enc = encoding()
 
     def rendered(m: Message) -> list[int]:
         return enc.render(m)[:-1]  # without the closing <|end|> / <|call|>
 
     a = Role.ASSISTANT
-    assert harmony.final_prefix_tokens() == rendered(
+    assert final_prefix_tokens() == rendered(
         Message.from_role_and_content(a, "").with_channel("final")
     )
-    assert [START, 173781, *harmony.analysis_prefix_tokens()] == rendered(
+    assert [START, 173781, *analysis_prefix_tokens()] == rendered(
         Message.from_role_and_content(a, "").with_channel("analysis")
     )
     tool_msg = (
@@ -248,26 +266,26 @@ def test_prefixes_are_what_harmony_renders() -> None:
         .with_recipient("functions.get_weather")
         .with_content_type("<|constrain|>json")
     )
-    assert harmony.tool_call_prefix_tokens("get_weather", after_message=True) == rendered(tool_msg)
+    assert tool_call_prefix_tokens("get_weather", after_message=True) == rendered(tool_msg)
 
 
 def test_forced_prefixes_parse_back() -> None:
-    enc = harmony.encoding()
+    enc = encoding()
     toks = [
-        *harmony.analysis_prefix_tokens(),
-        *harmony.encode_text("plan"),
+        *analysis_prefix_tokens(),
+        *encode_text("plan"),
         END,
-        *harmony.tool_call_prefix_tokens("get_weather", after_message=True),
-        *harmony.encode_text('{"city":"Rome"}'),
+        *tool_call_prefix_tokens("get_weather", after_message=True),
+        *encode_text('{"city":"Rome"}'),
         CALL,
     ]
     msgs = enc.parse_messages_from_completion_tokens(toks, Role.ASSISTANT)
     assert msgs[1].recipient == "functions.get_weather"
     assert msgs[1].content_type == "<|constrain|>json"
-    parsed = harmony.parse_completion(toks)
+    parsed = parse_completion(toks)
     assert parsed.reasoning == "plan" and not parsed.malformed
     assert [(c.name, c.arguments) for c in parsed.tool_calls] == [
         ("get_weather", '{"city":"Rome"}')
     ]
-    final = [*harmony.final_prefix_tokens(after_message=False), *harmony.encode_text("{}"), RETURN]
-    assert harmony.parse_completion(final).content == "{}"
+    final = [*final_prefix_tokens(after_message=False), *encode_text("{}"), RETURN]
+    assert parse_completion(final).content == "{}"

@@ -13,11 +13,11 @@ from openai_harmony import Message, Role
 from pydantic import SecretStr
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.engine_api import GenerationDelta, SamplingOptions
-from worker.http_app import AppState, create_app
-from worker.http_batch import MemoryBatchJobs, add_batch_routes, parse_lines
-from worker.service import ChatService
+from worker.engine.api import GenerationDelta, SamplingOptions
+from worker.harmony.tokens import RETURN, encode_text, encoding
+from worker.openai.chat.service import ChatService
+from worker.platforms.http_app import AppState, create_app
+from worker.platforms.http_batch import MemoryBatchJobs, add_batch_routes, parse_lines
 
 KEY = "sk-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -25,8 +25,8 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 def answer(_: list[int], __: SamplingOptions) -> list[int]:
     m = Message.from_role_and_content(Role.ASSISTANT, "done").with_channel("final")
-    toks = harmony.encoding().render(m)
-    return toks[len(harmony.encode_text("assistant")) + 1:-1] + [harmony.RETURN]
+    toks = encoding().render(m)
+    return toks[len(encode_text("assistant")) + 1:-1] + [RETURN]
 
 
 class GatedEngine(FakeEngine):

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from worker import hubgen
-from worker.config import Settings
-from worker.jobs import BatchJob, ChatJob, ModelsJob, normalize_job_input
+from worker.platforms import hubgen
+from worker.platforms.runpod_jobs import BatchJob, ChatJob, ModelsJob, normalize_job_input
+from worker.setup.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ def hub() -> dict[str, Any]:
 
 def test_hub_json_is_up_to_date() -> None:
     assert hubgen.main(["--check", "--path", str(ROOT / ".runpod/hub.json")]) == 0, \
-        "run `python -m worker.hubgen`"
+        "run `python -m worker hubgen`"
 
 
 def test_hub_json_has_the_required_fields() -> None:

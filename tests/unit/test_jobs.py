@@ -11,11 +11,13 @@ import pytest
 from openai_harmony import Message, Role
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.engine_api import EngineDeadError, GenerationDelta, SamplingOptions
-from worker.engine_loop import EngineLoop
-from worker.errors import InvalidRequest, NotFound, WorkerError
-from worker.jobs import (
+from worker.engine.api import EngineDeadError, GenerationDelta, SamplingOptions
+from worker.engine.loop import EngineLoop
+from worker.harmony.tokens import RETURN, encode_text, encoding
+from worker.openai.chat.service import ChatService
+from worker.openai.errors import InvalidRequest, NotFound, WorkerError
+from worker.platforms.runpod_handler import main, make_handler, watch_engine
+from worker.platforms.runpod_jobs import (
     SSE_DONE,
     BatchJob,
     ChatJob,
@@ -26,19 +28,17 @@ from worker.jobs import (
     normalize_job_input,
     run_job,
 )
-from worker.runpod_handler import main, make_handler, watch_engine
-from worker.service import ChatService
 
 CHAT = {"messages": [{"role": "user", "content": "Hi"}]}
 
 
 def answer(text: str = "Hello there, friend!") -> list[int]:
-    enc = harmony.encoding()
+    enc = encoding()
     toks: list[int] = []
     for channel, body in (("analysis", "User greets."), ("final", text)):
         toks += enc.render(Message.from_role_and_content(Role.ASSISTANT, body)
                            .with_channel(channel))
-    return toks[len(harmony.encode_text("assistant")) + 1:-1] + [harmony.RETURN]
+    return toks[len(encode_text("assistant")) + 1:-1] + [RETURN]
 
 
 class SlowEngine(FakeEngine):
@@ -305,7 +305,7 @@ async def test_cancelling_the_sdk_task_cancels_the_engine_side_job(
     task = asyncio.create_task(consume())
     await asyncio.wait_for(seen.wait(), 5)
     assert eng.running
-    with caplog.at_level("INFO", logger="worker.runpod_handler"):
+    with caplog.at_level("INFO", logger="worker.platforms.runpod_handler"):
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

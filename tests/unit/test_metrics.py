@@ -1,4 +1,4 @@
-"""worker.metrics: the observer interface and what a Prometheus scrape shows."""
+"""worker.openai.metrics: the observer interface and what a Prometheus scrape shows."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics import NULL_OBSERVER, Metrics
+from worker.openai.metrics import NULL_OBSERVER, Metrics
 
 
 class Clock:
@@ -125,6 +125,6 @@ def test_importing_the_protocols_does_not_load_prometheus() -> None:
     import subprocess
     import sys
 
-    code = "import sys, worker.metrics; print('prometheus_client' in sys.modules)"
+    code = "import sys, worker.openai.metrics; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -10,13 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.http_app import AppState, create_app
-from worker.metrics import Metrics
-from worker.protocol import ChatCompletionRequest
-from worker.service import ChatService
+from worker.harmony.tokens import RETURN, encode_text
+from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.chat.service import ChatService
+from worker.openai.metrics import Metrics
+from worker.platforms.http_app import AppState, create_app
 
-ANSWER = harmony.encode_text("<|channel|>final<|message|>Hi there friend") + [harmony.RETURN]
+ANSWER = encode_text("<|channel|>final<|message|>Hi there friend") + [RETURN]
 HELLO = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 50}
 
 

@@ -28,9 +28,9 @@ from modal_app import WORKER_VARS, DeployConfig, EngineLoop, Runtime, deploy_con
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_http_batch import answer, line
 from worker import VLLM_VERSION
-from worker.config import Settings
-from worker.engine_api import GenerationDelta, SamplingOptions
-from worker.service import ChatService
+from worker.engine.api import GenerationDelta, SamplingOptions
+from worker.openai.chat.service import ChatService
+from worker.setup.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = """
@@ -262,7 +262,7 @@ async def test_spawned_batches_report_the_call_state(
 
 
 async def test_spawned_batches_unknown_or_expired_are_404(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.errors import NotFound
+    from worker.openai.errors import NotFound
 
     jobs = modal_app.SpawnedBatchJobs()
     with pytest.raises(NotFound):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.fit import GiB, auto_max_model_len, runtime_reserve
-from worker.gpu import GpuInfo, lookup_gpu
-from worker.models_catalog import (
+from worker.setup.fit import GiB, auto_max_model_len, runtime_reserve
+from worker.setup.gpu import GpuInfo, lookup_gpu
+from worker.setup.models_catalog import (
     GPT_OSS_20B,
     GPT_OSS_120B,
     known_model,
@@ -18,7 +18,7 @@ from worker.models_catalog import (
     shape_from_dir,
     weight_bytes_from_dir,
 )
-from worker.plan import (
+from worker.setup.plan import (
     ENGINE_ARG_NAMES,
     EnginePlan,
     PlanError,

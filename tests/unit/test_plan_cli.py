@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import plan_cli
-from worker.gpu import lookup_gpu
+from worker.setup import plan_cli
+from worker.setup.gpu import lookup_gpu
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG = {"MODEL": "openai/gpt-oss-120b"}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from worker import progress as progress_mod
-from worker.progress import Progress, VllmStartupLog, fmt_bytes, process_age, render_bar
+from worker.setup import progress as progress_mod
+from worker.setup.progress import Progress, VllmStartupLog, fmt_bytes, process_age, render_bar
 
 MiB = 1024**2
 

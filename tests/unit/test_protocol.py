@@ -1,4 +1,4 @@
-"""worker.protocol: what real clients send parses; wrong input names the field."""
+"""worker.openai.chat.protocol: what real clients send parses; wrong input names the field."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from worker.errors import InvalidRequest
-from worker.protocol import (
+from worker.openai.chat.protocol import (
     ChatCompletionRequest,
     JsonSchemaFormat,
     validate_request,
 )
-from worker.responses import (
+from worker.openai.chat.response import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -33,6 +32,7 @@ from worker.responses import (
     ResponseToolCall,
     Usage,
 )
+from worker.openai.errors import InvalidRequest
 
 USER = [{"role": "user", "content": "hi"}]
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}

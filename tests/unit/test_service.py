@@ -9,25 +9,26 @@ import pytest
 from openai_harmony import Message, Role
 
 from tests.unit.fake_engine import FakeEngine
-from worker import harmony
-from worker.engine_api import SamplingOptions
-from worker.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
-from worker.protocol import ChatCompletionRequest
-from worker.responses import ChatCompletionChunk
-from worker.service import ChatService
+from worker.engine.api import SamplingOptions
+from worker.harmony.render import tool_call_prefix_tokens
+from worker.harmony.tokens import CALL, END, RETURN, encode_text, encoding, stop_token_ids
+from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.chat.response import ChatCompletionChunk
+from worker.openai.chat.service import ChatService
+from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
 TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
 
 
-def completion(*msgs: Message, end: int = harmony.RETURN) -> list[int]:
+def completion(*msgs: Message, end: int = RETURN) -> list[int]:
     """Tokens a model emits after `<|start|>assistant` for these assistant messages."""
-    enc = harmony.encoding()
+    enc = encoding()
     toks: list[int] = []
     for m in msgs:
         toks += enc.render(m)
-    head = len(harmony.encode_text("assistant")) + 1
+    head = len(encode_text("assistant")) + 1
     return toks[head:-1] + [end]
 
 
@@ -41,17 +42,17 @@ def msg(channel: str, text: str, recipient: str | None = None) -> Message:
 ANSWER = completion(msg("analysis", "User greets. Reply."), msg("final", "Hello there, friend!"))
 CALL = completion(msg("analysis", "Need weather."),
                   msg("commentary", '{"city":"Paris"}', "functions.get_weather"),
-                  end=harmony.CALL)
+                  end=CALL)
 
 
 def phased(prompt: list[int], o: SamplingOptions) -> list[int]:
     """Answers each constrained phase the way a grammar-bound model would."""
     if o.choice:
-        return harmony.encode_text(o.choice[-1]) + [harmony.RETURN]
+        return encode_text(o.choice[-1]) + [RETURN]
     if o.json_schema is not None or o.json_object:
-        return harmony.encode_text('{"city":"Oslo"}') + [harmony.RETURN]
-    if harmony.END in o.stop_token_ids:
-        return harmony.encode_text("Thinking it over.") + [harmony.END]
+        return encode_text('{"city":"Oslo"}') + [RETURN]
+    if END in o.stop_token_ids:
+        return encode_text("Thinking it over.") + [END]
     return ANSWER
 
 
@@ -91,7 +92,7 @@ async def test_reasoning_and_answer() -> None:
     assert joined(chunks, "content") == m.content
     assert joined(chunks, "reasoning") == m.reasoning
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert eng.calls[0][1].stop_token_ids == harmony.stop_token_ids()
+    assert eng.calls[0][1].stop_token_ids == stop_token_ids()
 
 
 async def test_auto_tool_call_streams_and_completes_alike() -> None:
@@ -120,10 +121,10 @@ async def test_named_tool_choice_reasons_then_constrains_arguments() -> None:
     assert full.choices[0].message.reasoning == "Thinking it over."
     assert full.choices[0].finish_reason == "tool_calls"
     analysis, args = eng.calls
-    assert analysis[1].stop_token_ids[0] == harmony.END and analysis[1].json_schema is None
+    assert analysis[1].stop_token_ids[0] == END and analysis[1].json_schema is None
     assert args[1].json_schema == WEATHER["function"]["parameters"]
-    assert args[0][-len(harmony.tool_call_prefix_tokens("get_weather", after_message=True)):] \
-        == harmony.tool_call_prefix_tokens("get_weather", after_message=True)
+    assert args[0][-len(tool_call_prefix_tokens("get_weather", after_message=True)):] \
+        == tool_call_prefix_tokens("get_weather", after_message=True)
 
 
 async def test_required_lets_the_model_pick_among_the_tools() -> None:
@@ -135,7 +136,7 @@ async def test_required_lets_the_model_pick_among_the_tools() -> None:
     assert eng.calls[2][1].json_schema == {"type": "object"}
     # usage counts what the client got: the picked header is not counted twice
     assert full.usage.completion_tokens == len(eng.calls[2][0]) + len(
-        harmony.encode_text('{"city":"Oslo"}')) + 1 - full.usage.prompt_tokens
+        encode_text('{"city":"Oslo"}')) + 1 - full.usage.prompt_tokens
 
 
 async def test_json_schema_response_format_constrains_only_the_answer() -> None:
@@ -158,8 +159,8 @@ async def test_json_object_response_format() -> None:
 async def test_reasoning_budget_spent_closes_the_analysis_itself() -> None:
     def endless(p: list[int], o: SamplingOptions) -> list[int]:
         if o.json_schema is not None:
-            return harmony.encode_text('{"city":"Rome"}') + [harmony.RETURN]
-        return harmony.encode_text(" la" * 500)
+            return encode_text('{"city":"Rome"}') + [RETURN]
+        return encode_text(" la" * 500)
 
     svc, eng = service(endless)
     full = await svc.complete(svc.prepare(request(

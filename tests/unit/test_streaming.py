@@ -9,15 +9,27 @@ from collections.abc import Sequence
 import pytest
 from openai_harmony import Message, Role, StreamableParser
 
-from worker import harmony
-from worker.harmony import CALL, CHANNEL, END, MESSAGE, RETURN, START, ParsedCompletion
-from worker.streaming import (
+from worker.harmony.completion import ParsedCompletion, ParsedToolCall, parse_completion
+from worker.harmony.parser import (
     ContentDelta,
     Event,
     HarmonyStreamParser,
     ReasoningDelta,
     ToolCallArgsDelta,
     ToolCallStart,
+)
+from worker.harmony.tokens import (
+    CALL,
+    CHANNEL,
+    CONSTRAIN,
+    END,
+    MESSAGE,
+    RETURN,
+    START,
+    VOCAB_SIZE,
+    encode_text,
+    encoding,
+    token_bytes,
 )
 
 JSON = "<|constrain|>json"
@@ -42,9 +54,9 @@ def call(name: str, args: str) -> Message:
 
 def completion(*messages: Message) -> list[int]:
     """What the model generates after the prompt's `<|start|>assistant`."""
-    enc = harmony.encoding()
+    enc = encoding()
     toks = [t for m in messages for t in enc.render(m)]
-    assert toks[:2] == [START, *harmony.encode_text("assistant")]
+    assert toks[:2] == [START, *encode_text("assistant")]
     toks = toks[2:]
     if toks[-1] == END:
         toks[-1] = RETURN
@@ -52,7 +64,7 @@ def completion(*messages: Message) -> list[int]:
 
 
 def raw(text: str) -> list[int]:
-    return list(harmony.encoding().encode(text, allowed_special="all"))
+    return list(encoding().encode(text, allowed_special="all"))
 
 
 def stream(tokens: Sequence[int], sizes: Sequence[int] = (1,)) -> list[Event]:
@@ -81,7 +93,7 @@ def collect(events: Sequence[Event]) -> ParsedCompletion:
             calls[ev.index][1] += ev.text
     out.reasoning = "".join(reasoning) or None
     out.content = "".join(content) or None
-    out.tool_calls = [harmony.ParsedToolCall(n, a) for n, a in calls]
+    out.tool_calls = [ParsedToolCall(n, a) for n, a in calls]
     return out
 
 
@@ -106,7 +118,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_stream_equals_parse_completion(name: str) -> None:
     tokens = CASES[name]
-    whole = harmony.parse_completion(tokens)
+    whole = parse_completion(tokens)
     assert not whole.malformed
     assert same(collect(stream(tokens)), whole)
     rng = random.Random(7)
@@ -117,9 +129,9 @@ def test_stream_equals_parse_completion(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_agrees_with_openai_harmony(name: str) -> None:
-    enc = harmony.encoding()
+    enc = encoding()
     msgs = enc.parse_messages_from_completion_tokens(CASES[name], Role.ASSISTANT)
-    got = harmony.parse_completion(CASES[name])
+    got = parse_completion(CASES[name])
     ours = [(c.name, c.arguments) for c in got.tool_calls]
     theirs = [(m.recipient[10:], m.content[0].text) for m in msgs if m.recipient]  # type: ignore[union-attr, index]
     assert ours == theirs
@@ -129,29 +141,29 @@ def test_agrees_with_openai_harmony(name: str) -> None:
 
 def test_agrees_with_streamable_parser_deltas() -> None:
     tokens = CASES["reasoning"]
-    ref = StreamableParser(harmony.encoding(), Role.ASSISTANT)
+    ref = StreamableParser(encoding(), Role.ASSISTANT)
     by_channel: dict[str, str] = {}
     for t in tokens:
         ref.process(t)
         if ref.last_content_delta:
             ch = ref.current_channel or ""
             by_channel[ch] = by_channel.get(ch, "") + ref.last_content_delta
-    got = harmony.parse_completion(tokens)
+    got = parse_completion(tokens)
     assert (got.reasoning, got.content) == (by_channel["analysis"], by_channel["final"])
 
 
 def test_results() -> None:
-    assert harmony.parse_completion(CASES["plain"]).content == "Hello there!"
-    r = harmony.parse_completion(CASES["reasoning"])
+    assert parse_completion(CASES["plain"]).content == "Hello there!"
+    r = parse_completion(CASES["reasoning"])
     assert r.reasoning == "Think: 2+2=4. 日本語 🎉" and r.content == "It is **4**. 🫠 龘"
-    assert r.num_reasoning_tokens > len(harmony.encode_text("Think: 2+2=4. 日本語 🎉"))
-    p = harmony.parse_completion(CASES["parallel"])
+    assert r.num_reasoning_tokens > len(encode_text("Think: 2+2=4. 日本語 🎉"))
+    p = parse_completion(CASES["parallel"])
     assert p.content is None and p.reasoning == "two calls"
     assert [(c.name, c.arguments) for c in p.tool_calls] == [
         ("get_weather", '{"city":"Oslo"}'),
         ("get_time", "{}"),
     ]
-    pre = harmony.parse_completion(CASES["preamble"])
+    pre = parse_completion(CASES["preamble"])
     assert pre.content == "Let me check. " and pre.tool_calls[0].arguments == '{"q":"ꙮ"}'
 
 
@@ -171,10 +183,10 @@ def test_events_are_coalesced_within_one_feed() -> None:
 
 def test_multibyte_split_across_tokens_never_yields_replacement() -> None:
     text = "🫠 𝔘𝔫𝔦 龘 ꙮ 🧑\u200d🚀"
-    body = harmony.encode_text(text)
+    body = encode_text(text)
     split = [t for t in body if not _decodes(t)]
     assert split, "the sample must contain characters split across tokens"
-    tokens = [CHANNEL, *harmony.encode_text("final"), MESSAGE, *body, RETURN]
+    tokens = [CHANNEL, *encode_text("final"), MESSAGE, *body, RETURN]
     events = stream(tokens)
     assert all("\ufffd" not in e.text for e in events if isinstance(e, ContentDelta))
     assert "".join(e.text for e in events if isinstance(e, ContentDelta)) == text
@@ -182,7 +194,7 @@ def test_multibyte_split_across_tokens_never_yields_replacement() -> None:
 
 def _decodes(tok: int) -> bool:
     try:
-        harmony.token_bytes([tok]).decode("utf-8")
+        token_bytes([tok]).decode("utf-8")
     except UnicodeDecodeError:
         return False
     return True
@@ -199,7 +211,7 @@ def _decodes(tok: int) -> bool:
     ],
 )
 def test_both_tool_header_orders(text: str) -> None:
-    r = harmony.parse_completion(raw(text))
+    r = parse_completion(raw(text))
     assert not r.malformed
     assert [(c.name, c.arguments) for c in r.tool_calls] == [("f", '{"a":1}')]
     assert r.content is None and r.reasoning is None
@@ -207,10 +219,10 @@ def test_both_tool_header_orders(text: str) -> None:
 
 def test_missing_stop_token_keeps_text() -> None:
     cut = CASES["reasoning"][:-3]  # max_tokens reached inside the final message
-    r = harmony.parse_completion(cut)
+    r = parse_completion(cut)
     assert r.content and "It is **4**".startswith(r.content[:5]) and not r.malformed
     header_cut = raw("<|channel|>analysis<|message|>hm<|end|><|start|>assistant<|channel|>fin")
-    r = harmony.parse_completion(header_cut)
+    r = parse_completion(header_cut)
     assert (r.reasoning, r.content, r.malformed) == ("hm", None, False)
 
 
@@ -241,7 +253,7 @@ def test_missing_stop_token_keeps_text() -> None:
     ],
 )
 def test_malformed_recovers(text: str, reasoning: str | None, content: str | None) -> None:
-    r = harmony.parse_completion(raw(text))
+    r = parse_completion(raw(text))
     assert (r.reasoning, r.content) == (reasoning, content)
     assert r.malformed
     assert same(collect(stream(raw(text))), r)
@@ -249,29 +261,29 @@ def test_malformed_recovers(text: str, reasoning: str | None, content: str | Non
 
 def test_one_warning_per_parser(caplog: pytest.LogCaptureFixture) -> None:
     bad = raw("<|message|>a<|start|>b<|start|>c<|reserved_200100|><|endoftext|>d<|return|>")
-    with caplog.at_level(logging.WARNING, logger="worker.streaming"):
-        harmony.parse_completion(bad)
-    assert len([r for r in caplog.records if r.name == "worker.streaming"]) == 1
+    with caplog.at_level(logging.WARNING, logger="worker.harmony.parser"):
+        parse_completion(bad)
+    assert len([r for r in caplog.records if r.name == "worker.harmony.parser"]) == 1
 
 
 def test_random_token_ids_never_raise() -> None:
     rng = random.Random(20251127)
-    specials = [RETURN, harmony.CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL, 199999, 200100]
+    specials = [RETURN, CONSTRAIN, CHANNEL, START, END, MESSAGE, CALL, 199999, 200100]
     for i in range(200):
         n = rng.randint(0, 300)
         if i % 2:
-            toks = [rng.randrange(harmony.VOCAB_SIZE) for _ in range(n)]
+            toks = [rng.randrange(VOCAB_SIZE) for _ in range(n)]
         else:  # dense in Harmony's own special tokens, to hit every state transition
             toks = [
                 rng.choice(specials) if rng.random() < 0.3 else rng.randrange(200) for _ in range(n)
             ]
-        whole = harmony.parse_completion(toks)
+        whole = parse_completion(toks)
         sizes = [rng.randint(1, 7) for _ in range(16)]
         assert same(collect(stream(toks, sizes)), whole)
 
 
 def test_message_without_channel_is_content() -> None:
-    r = harmony.parse_completion(raw("<|message|>no channel<|return|>"))
+    r = parse_completion(raw("<|message|>no channel<|return|>"))
     assert (r.content, r.malformed) == ("no channel", False)
 
 

@@ -1,0 +1,285 @@
+"""The only module that imports vLLM.
+
+Builds one in-process `AsyncLLM` from an `EngineConfig` and adapts it to the
+small `Engine` interface in `engine_api.py`. It uses only vLLM's stable public
+API (`AsyncEngineArgs`, `AsyncLLM`, `SamplingParams`, `TokensPrompt`), which
+vLLM 0.26 (the GPU test machines) and 0.32 (the image and CI) share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.engine.api import (
+    EngineDeadError,
+    EngineInfo,
+    FinishReason,
+    GenerationDelta,
+    RequestRejected,
+    SamplingOptions,
+    StartupMonitor,
+    TokenLogprob,
+)
+
+log = logging.getLogger(__name__)
+
+# Every AsyncEngineArgs field this module may set; the drift test checks that each
+# still exists in the pinned vLLM releases.
+ENGINE_ARG_NAMES = frozenset({
+    "model", "tokenizer", "revision", "download_dir", "served_model_name", "dtype",
+    "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+    "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
+    "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
+    "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
+    "enable_sleep_mode",
+})
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything needed to build the engine; made from Settings + plan by the caller."""
+
+    model: str
+    served_model_names: tuple[str, ...]
+    device: str  # "cuda" | "cpu"
+    engine_args: Mapping[str, Any]  # AsyncEngineArgs field -> value
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # set before import
+    warmup: bool = True
+
+
+class VllmEngine:
+    """`Engine` on an in-process vLLM `AsyncLLM`."""
+
+    def __init__(self, llm: Any, info: EngineInfo, modules: dict[str, Any]):
+        self._llm = llm
+        self._info = info
+        self._m = modules
+        self._dead = False
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    async def build(cls, config: EngineConfig, *, phases: dict[str, float] | None = None,
+                    monitor: StartupMonitor | None = None) -> VllmEngine:
+        """Build, then warm up. `phases` (a Timeline's dict) receives vllm_import, the
+        engine build split by `monitor` (weight_load, compile, graph_capture,
+        engine_init_other) and warmup seconds; `monitor` watches the build as it happens."""
+        phases = phases if phases is not None else {}
+        for key, value in config.env.items():
+            os.environ.setdefault(key, value)
+        t0 = time.perf_counter()
+        import vllm
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        log.info("imported vLLM %s in %.1fs", vllm.__version__, time.perf_counter() - t0)
+        phases["vllm_import"] = round(time.perf_counter() - t0, 3)
+        unknown = set(config.engine_args) - ENGINE_ARG_NAMES
+        if unknown:
+            raise ValueError(f"engine arguments not known to this worker: {sorted(unknown)}")
+        args = AsyncEngineArgs(**dict(config.engine_args))
+        t1 = time.perf_counter()
+        with monitor.watching() if monitor else contextlib.nullcontext():
+            llm = AsyncLLM.from_engine_args(args)
+        built = time.perf_counter() - t1
+        phases.update(monitor.split(built) if monitor else {"engine_init_other": round(built, 3)})
+        vcfg = llm.vllm_config
+        info = EngineInfo(
+            model=config.model,
+            served_model_names=config.served_model_names,
+            max_model_len=int(vcfg.model_config.max_model_len),
+            max_num_seqs=int(vcfg.scheduler_config.max_num_seqs),
+            device=config.device,
+            details={
+                "vllm_version": vllm.__version__,
+                "attention_backend": str(config.engine_args.get("attention_backend") or "auto"),
+                "kv_cache_dtype": str(vcfg.cache_config.cache_dtype),
+                "tensor_parallel_size": int(vcfg.parallel_config.tensor_parallel_size),
+                "build_seconds": round(time.perf_counter() - t1, 2),
+            },
+        )
+        modules = {
+            "SamplingParams": SamplingParams,
+            "TokensPrompt": TokensPrompt,
+            "StructuredOutputsParams": StructuredOutputsParams,
+            "DELTA": RequestOutputKind.DELTA,
+        }
+        engine = cls(llm, info, modules)
+        log.info("engine ready: %s", {**info.details, "max_model_len": info.max_model_len})
+        if config.warmup:
+            t2 = time.perf_counter()
+            await engine.warmup()
+            phases["warmup"] = round(time.perf_counter() - t2, 3)
+        return engine
+
+    async def warmup(self) -> None:
+        """One short request so the first real request pays no lazy initialisation."""
+        t0 = time.perf_counter()
+        opts = SamplingOptions(max_tokens=2, temperature=0.0)
+        async for _ in self.generate(f"warmup-{uuid.uuid4().hex}", [200006, 1428], opts):
+            pass
+        log.info("warm-up request done in %.2fs", time.perf_counter() - t0)
+
+    # -- Engine interface -----------------------------------------------------
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    @property
+    def is_dead(self) -> bool:
+        if self._dead:
+            return True
+        try:
+            return bool(self._llm.errored)
+        except Exception:
+            return True
+
+    def _sampling_params(self, o: SamplingOptions) -> Any:
+        structured = None
+        if o.json_schema is not None:
+            structured = self._m["StructuredOutputsParams"](json=o.json_schema)
+        elif o.json_object:
+            structured = self._m["StructuredOutputsParams"](json_object=True)
+        elif o.choice is not None:
+            structured = self._m["StructuredOutputsParams"](choice=list(o.choice))
+        return self._m["SamplingParams"](
+            n=1,
+            max_tokens=o.max_tokens,
+            temperature=o.temperature,
+            top_p=o.top_p,
+            top_k=o.top_k,
+            min_p=o.min_p,
+            seed=o.seed,
+            presence_penalty=o.presence_penalty,
+            frequency_penalty=o.frequency_penalty,
+            repetition_penalty=o.repetition_penalty,
+            stop_token_ids=list(o.stop_token_ids),
+            logprobs=o.logprobs,
+            structured_outputs=structured,
+            detokenize=False,  # the Harmony layer decodes; skip vLLM's detokenizer
+            output_kind=self._m["DELTA"],
+        )
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: Sequence[int], options: SamplingOptions
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        if self.is_dead:
+            raise EngineDeadError("the engine is dead")
+        params = self._sampling_params(options)
+        prompt = self._m["TokensPrompt"](prompt_token_ids=list(prompt_token_ids))
+        finished = False
+        stream = self._llm.generate(prompt, params, request_id)
+        try:
+            async for out in stream:
+                comp = out.outputs[0]
+                finished = bool(out.finished)
+                yield GenerationDelta(
+                    token_ids=tuple(comp.token_ids),
+                    num_prompt_tokens=len(out.prompt_token_ids or ()),
+                    finished=finished,
+                    finish_reason=_finish_reason(comp.finish_reason) if finished else None,
+                    logprobs=(
+                        _logprobs(comp, options.logprobs) if options.logprobs is not None else None
+                    ),
+                )
+        except EngineDeadError:
+            self._dead = True
+            raise
+        except Exception as exc:
+            if self._is_engine_dead(exc):
+                self._dead = True
+                raise EngineDeadError(f"the engine died: {type(exc).__name__}") from exc
+            if isinstance(exc, ValueError | TypeError) and not finished:
+                # vLLM validates a request when it is added (e.g. a JSON schema it cannot
+                # compile): that is the client's error, not the server's.
+                structured = bool(options.json_schema or options.json_object)
+                raise RequestRejected(f"the engine rejected the request: {str(exc)[:300]}",
+                                      structured=structured) from exc
+            raise
+        finally:
+            if not finished:
+                await stream.aclose()
+                await self.abort(request_id)
+
+    def _is_engine_dead(self, exc: BaseException) -> bool:
+        return type(exc).__name__ == "EngineDeadError" or self.is_dead
+
+    async def abort(self, request_id: str) -> None:
+        if self.is_dead:
+            return
+        try:
+            await self._llm.abort(request_id)
+        except Exception:  # aborting an unknown or finished request is not an error
+            log.debug("abort of %s failed", request_id, exc_info=True)
+
+    async def num_unfinished(self) -> int:
+        return int(self._llm.output_processor.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        if self.is_dead:
+            raise EngineDeadError("the engine is dead")
+        try:
+            await self._llm.check_health()
+        except Exception as exc:
+            self._dead = True
+            raise EngineDeadError(f"engine health check failed: {type(exc).__name__}") from exc
+
+    async def sleep(self, level: int = 1) -> None:
+        """Free GPU memory (vLLM sleep mode) before a memory snapshot."""
+        await self._llm.reset_prefix_cache()
+        await self._llm.sleep(level)
+
+    async def wake_up(self) -> None:
+        await self._llm.wake_up()
+
+    async def shutdown(self) -> None:
+        llm, self._llm, self._dead = self._llm, None, True
+        if llm is None:
+            return
+        try:
+            llm.shutdown()
+        except Exception:
+            log.warning("engine shutdown raised", exc_info=True)
+        # AsyncLLM.__del__ calls shutdown() again, at interpreter exit when vLLM's module
+        # globals are already gone (a TypeError printed on every clean exit): done is done.
+        llm.shutdown = _noop
+        del llm
+        gc.collect()
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+def _finish_reason(reason: str | None) -> FinishReason:
+    if reason == "length":
+        return "length"
+    if reason == "abort":
+        return "abort"
+    return "stop"
+
+
+def _logprobs(comp: Any, k: int) -> tuple[TokenLogprob, ...]:
+    """The sampled token's logprob and the top `k` alternatives (vLLM adds the sampled one)."""
+    out: list[TokenLogprob] = []
+    entries = comp.logprobs or []
+    for token_id, entry in zip(comp.token_ids, entries, strict=False):
+        chosen = entry.get(token_id)
+        top = [(tid, lp.logprob) for tid, lp in entry.items() if (lp.rank or k + 1) <= k]
+        ranked = sorted(top, key=lambda kv: -kv[1])
+        out.append(TokenLogprob(
+            token_id=token_id,
+            logprob=float(chosen.logprob) if chosen is not None else float("-inf"),
+            top=tuple((int(t), float(v)) for t, v in ranked),
+        ))
+    return tuple(out)

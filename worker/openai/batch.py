@@ -1,0 +1,105 @@
+"""OpenAI batch lines in, OpenAI batch output lines out; shared by every adapter.
+
+Each input line (`{"custom_id", "method": "POST", "url": "/v1/chat/completions",
+"body": {...}}`) is validated on its own; every good line runs at once on the
+engine (which batches them); the output holds one line per input line, in
+input order, in the shape of OpenAI's batch output file:
+
+    {"id", "custom_id", "response": {"status_code": 200, "request_id", "body": <completion>},
+     "error": null}
+
+A bad line fails alone, with the status and error body the endpoint would
+have answered, and `error` set to its code and message:
+
+    {"id", "custom_id", "response": {"status_code": 400, "request_id",
+     "body": {"error": {...}}}, "error": {"code", "message"}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from typing import Any
+
+from pydantic import ValidationError
+
+from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.errors import InvalidRequest, PayloadTooLarge, openai_error, to_openai_error
+
+BATCH_URL = "/v1/chat/completions"
+
+
+async def run_batch(service: Any, lines: list[Any], *, max_lines: int) -> list[dict[str, Any]]:
+    """Run every valid line concurrently; one output line per input line, in order."""
+    if len(lines) > max_lines:
+        raise PayloadTooLarge(f"a batch holds at most {max_lines} lines; this one has "
+                              f"{len(lines)}", param="batch")
+    ids = Counter(line.get("custom_id") for line in lines if isinstance(line, dict))
+
+    async def one(index: int, line: Any) -> dict[str, Any]:
+        custom_id = line.get("custom_id") if isinstance(line, dict) else None
+        if not isinstance(custom_id, str):
+            custom_id = None
+        try:
+            req = _validate_line(line, index, ids)
+            result = await service.complete(service.prepare(req))
+        except Exception as exc:
+            return _failed(custom_id, exc)
+        return {
+            "id": _new_id(),
+            "custom_id": custom_id,
+            "response": {
+                "status_code": 200,
+                "request_id": _request_id(),
+                "body": result.model_dump(mode="json", exclude_none=True),
+            },
+            "error": None,
+        }
+
+    return list(await asyncio.gather(*(one(i, line) for i, line in enumerate(lines))))
+
+
+def _validate_line(line: Any, index: int, ids: Counter[Any]) -> ChatCompletionRequest:
+    if not isinstance(line, dict):
+        raise InvalidRequest(f"batch line {index} is not a JSON object", param=None)
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise InvalidRequest("custom_id is required: a non-empty string", param="custom_id")
+    if ids[custom_id] > 1:
+        raise InvalidRequest(f"custom_id {custom_id!r} is used by {ids[custom_id]} lines of "
+                             "this batch; it must be unique", param="custom_id")
+    if line.get("method", "POST") != "POST":
+        raise InvalidRequest(f"method must be POST, not {line.get('method')!r}", param="method")
+    url = line.get("url", BATCH_URL)
+    if not isinstance(url, str) or url.rstrip("/") != BATCH_URL:
+        raise InvalidRequest(f"url must be {BATCH_URL}, not {url!r}", param="url")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be the chat request object", param="body")
+    try:
+        req = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        _, err = to_openai_error(exc)
+        raise InvalidRequest(err["error"]["message"], param=err["error"]["param"]) from None
+    if req.stream:
+        raise InvalidRequest("stream must be false in a batch line", param="stream")
+    return req
+
+
+def _failed(custom_id: str | None, exc: BaseException) -> dict[str, Any]:
+    status, err = openai_error(exc)
+    return {
+        "id": _new_id(),
+        "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": _request_id(), "body": {"error": err}},
+        "error": {"code": err.get("code") or err["type"], "message": err["message"]},
+    }
+
+
+def _new_id() -> str:
+    return f"batch_req_{uuid.uuid4().hex}"
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"

@@ -1,0 +1,306 @@
+"""ChatService: OpenAI chat completions on top of the engine interface.
+
+No transport and no environment here: adapters call `prepare` (which raises
+the 4xx errors before anything is generated), then `complete` or `stream`.
+Streaming and non-streaming share one code path (`run_choice` events), so the
+concatenated stream always equals the non-streaming result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
+
+from worker.engine.api import Engine, SamplingOptions
+from worker.harmony.generation import (
+    REASONING_BUDGET,
+    ChoicePlan,
+    ChoiceResult,
+    run_choice,
+)
+from worker.openai.chat.convert import render_chat
+from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
+from worker.openai.chat.protocol import (
+    ChatCompletionRequest,
+    validate_request,
+)
+from worker.openai.chat.response import (
+    ChatCompletion,
+    ModelList,
+)
+from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from worker.openai.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
+from worker.openai.stops import StopMatcher
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; adapters enforce body size and batch lines themselves."""
+
+    max_n: int = 8
+    max_messages: int = 2048
+    max_completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated request, rendered and planned; ready to run."""
+
+    request: ChatCompletionRequest
+    id: str
+    created: int
+    model: str
+    prompt_tokens: int
+    plans: tuple[ChoicePlan, ...]
+    stop: tuple[str, ...] = ()
+
+
+class ChatService:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        default_effort: str = "medium",
+        today: Callable[[], str] = lambda: dt.date.today().isoformat(),
+        limits: Limits | None = None,
+        observer: Observer | None = None,
+    ):
+        self.engine = engine
+        self.default_effort = default_effort
+        self._today = today
+        self.limits = limits or Limits()
+        self.observer = observer or NULL_OBSERVER  # metrics: tokens as they come, counts at the end
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return self.engine.info.served_model_names
+
+    def models(self) -> ModelList:
+        return ModelList.model_validate({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "openai",
+             "max_model_len": self.engine.info.max_model_len}
+            for name in self.model_names
+        ]})
+
+    # -- preparation ----------------------------------------------------------
+    def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        validate_request(req)
+        if req.model and req.model not in self.model_names:
+            raise ModelNotFound(
+                f"model {req.model!r} is not served here; available: {list(self.model_names)}"
+            )
+        n = req.n or 1
+        if n > self.limits.max_n:
+            raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
+        if len(req.messages) > self.limits.max_messages:
+            raise InvalidRequest(
+                f"at most {self.limits.max_messages} messages per request", param="messages")
+        cap = self.limits.max_completion_tokens
+        asked = req.effective_max_tokens()
+        if cap is not None and asked is not None and asked > cap:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
+        tool_choice = req.tool_choice
+        tools = req.tools or []
+        include_tools = bool(tools) and tool_choice != "none"
+        prompt = render_chat(req, include_tools=include_tools, today=self._today(),
+                             default_effort=self.default_effort)
+        max_len = self.engine.info.max_model_len
+        if len(prompt) >= max_len:
+            raise ContextLengthExceeded(
+                f"this model's maximum context length is {max_len} tokens, but the messages "
+                f"are {len(prompt)} tokens long"
+            )
+        room = max_len - len(prompt)
+        if asked is not None and asked > room:
+            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+            raise ContextLengthExceeded(
+                f"{param}={asked} plus the {len(prompt)} prompt tokens exceeds this model's "
+                f"maximum context length of {max_len} tokens (at most {room} here)",
+                param=param,
+            )
+        budget = asked if asked is not None else min(room, cap or room)
+        base = SamplingOptions(
+            max_tokens=budget,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            # OpenAI accepts top_p=0 (greedy); vLLM needs it above zero.
+            top_p=1.0 if req.top_p is None else max(req.top_p, 1e-6),
+            top_k=req.top_k or 0,
+            min_p=req.min_p or 0.0,
+            seed=req.seed,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        )
+        effort = req.reasoning_effort or self.default_effort
+        reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
+        plan = ChoicePlan(prompt=tuple(prompt), options=base,
+                          reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
+        forced = _forced_tools(tool_choice, tools)
+        if forced:
+            schemas = {}
+            for i, t in enumerate(tools):
+                schema = t.function.parameters or {"type": "object"}
+                if t.function.name in forced:
+                    _check_schema(schema, f"tools[{i}].function.parameters")
+                schemas[t.function.name] = schema
+            plan = replace(plan, mode="tool", tool_names=forced, tool_schemas=schemas)
+        elif req.response_format is not None and req.response_format.type != "text":
+            answer_schema = _schema_of(req.response_format)
+            if answer_schema is not None:
+                _check_schema(answer_schema, "response_format.json_schema.schema")
+            plan = replace(plan, mode="json", json_schema=answer_schema)
+        plans = tuple(
+            replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
+            for i in range(n)
+        )
+        stop = req.stop if isinstance(req.stop, list) else ([req.stop] if req.stop else [])
+        return Prepared(
+            request=req, id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
+            model=req.model or self.model_names[0], prompt_tokens=len(prompt), plans=plans,
+            stop=tuple(s for s in stop if s),
+        )
+
+    # -- running ----------------------------------------------------------------
+    async def complete(self, p: Prepared) -> ChatCompletion:
+        results = [ChoiceResult() for _ in p.plans]
+        acc = [Accumulated() for _ in p.plans]
+        obs = self.observer.request()
+
+        async def one(i: int) -> None:
+            async with aclosing(self._events(p, i, results[i], obs)) as events_of:
+                async for events in events_of:
+                    accumulate(acc[i], events)
+
+        try:
+            await asyncio.gather(*(one(i) for i in range(len(p.plans))))
+        finally:
+            obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
+        choices = []
+        for i, (a, r) in enumerate(zip(acc, results, strict=True)):
+            reasoning = "".join(a.reasoning) or None
+            calls = [a.calls[k] for k in sorted(a.calls)]
+            choices.append({
+                "index": i,
+                "message": {
+                    "role": "assistant",
+                    "content": "".join(a.content) if a.content or not calls else None,
+                    "reasoning": reasoning,
+                    "reasoning_content": reasoning,
+                    "tool_calls": calls or None,
+                },
+                "finish_reason": r.finish_reason,
+                "logprobs": {"content": a.logprobs} if p.request.logprobs else None,
+            })
+        return ChatCompletion.model_validate({
+            "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
+            "choices": choices, "usage": self._usage(p, results),
+        })
+
+    async def stream(self, p: Prepared) -> AsyncGenerator[dict[str, Any], None]:
+        """Chat completion chunks as plain dicts in the wire shape (see `ChatCompletionChunk`).
+
+        Dicts, not models: validating and dumping a pydantic model per chunk costs ten times
+        what the chunk's JSON encoding does (`worker.openai.wire.encode`); the tests validate every
+        chunk against the model instead.
+        """
+        results = [ChoiceResult() for _ in p.plans]
+        head = {"id": p.id, "object": "chat.completion.chunk", "created": p.created,
+                "model": p.model}
+
+        def chunk(choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
+            out = {**head, "choices": choices}
+            if usage is not None:
+                out["usage"] = usage
+            return out
+
+        for i in range(len(p.plans)):
+            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}}])
+        obs = self.observer.request()
+        streams = [self._events(p, i, results[i], obs) for i in range(len(p.plans))]
+        try:
+            async with aclosing(merge(streams)) as merged:
+                async for i, events in merged:
+                    if events is None:
+                        reason = results[i].finish_reason
+                        yield chunk([{"index": i, "delta": {}, "finish_reason": reason}])
+                        continue
+                    for entry in chunk_choices(events):
+                        yield chunk([{"index": i, **entry}])
+        finally:
+            obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
+        opts = p.request.stream_options
+        if opts is not None and opts.include_usage:
+            yield chunk([], usage=self._usage(p, results))
+
+    async def _events(
+        self, p: Prepared, i: int, result: ChoiceResult, obs: RequestObserver = NULL_REQUEST
+    ) -> AsyncGenerator[list, None]:
+        stops = StopMatcher(p.stop) if p.stop else None
+        gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
+        seen = 0
+        try:
+            async for events in gen:
+                if result.completion_tokens > seen:  # tokens of this delta (headers included)
+                    obs.tokens(result.completion_tokens - seen)
+                    seen = result.completion_tokens
+                if stops is not None:
+                    events = stops.filter(events)
+                if events:
+                    yield events
+                if stops is not None and stops.hit:
+                    result.finish_reason = "stop"
+                    break
+            if stops is not None:
+                tail = stops.flush()
+                if tail:
+                    yield tail
+        finally:
+            await gen.aclose()  # aborts the engine request if it is still running
+
+    def _usage(self, p: Prepared, results: list[ChoiceResult]) -> dict[str, Any]:
+        completion = sum(r.completion_tokens for r in results)
+        return {
+            "prompt_tokens": p.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": p.prompt_tokens + completion,
+            "completion_tokens_details": {
+                "reasoning_tokens": sum(r.reasoning_tokens for r in results)
+            },
+        }
+
+
+def _forced_tools(tool_choice: Any, tools: list[Any]) -> tuple[str, ...]:
+    if tool_choice == "required":
+        return tuple(t.function.name for t in tools)
+    if tool_choice is not None and not isinstance(tool_choice, str):
+        return (tool_choice.function.name,)
+    return ()
+
+
+def _check_schema(schema: Any, param: str) -> None:
+    """A schema the output will be constrained to must be a valid JSON schema object."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise InvalidRequest("must be a JSON schema object", param=param)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
+                             f"{exc.message[:200]}", param=param) from None
+
+
+def _schema_of(fmt: Any) -> dict[str, Any] | None:
+    if fmt.type != "json_schema" or fmt.json_schema is None:
+        return None
+    js = fmt.json_schema
+    schema = getattr(js, "schema_", None) or getattr(js, "json_schema", None)
+    return dict(schema) if schema else {"type": "object"}

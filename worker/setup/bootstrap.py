@@ -1,0 +1,217 @@
+"""Cold start, shared by every adapter: settings -> hardware -> plan -> engine -> service.
+
+Each phase is timed; a bad configuration or an impossible fit stops here, in
+seconds, before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from worker.setup.config import Settings, SettingsError
+from worker.setup.weights import default_cache_dir
+
+log = logging.getLogger(__name__)
+
+TINY_MODEL_NAME = "tiny-gpt-oss"
+# xgrammar with compact JSON (a model must not spin on optional whitespace), applied from
+# the first generated token: vLLM attaches its gpt-oss reasoning parser to structured
+# outputs and would otherwise wait for `<|channel|>final<|message|>` before constraining,
+# which never comes in our constrained phases (a tool call's arguments, a picked name).
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True,
+                      "enable_in_reasoning": True}
+
+
+@dataclass
+class Timeline:
+    """Start-up phases and their durations in seconds, in order."""
+
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        log.info("start-up phase %s ...", name)
+        try:
+            yield
+        finally:
+            self.phases[name] = round(time.perf_counter() - t0, 3)
+            log.info("start-up phase %s done in %.2fs", name, self.phases[name])
+
+    def summary(self) -> str:
+        return json.dumps({"event": "cold_start", **self.phases, "total": self.total})
+
+    @property
+    def total(self) -> float:
+        """Top-level phases only: `engine.compile` is a part of `engine`."""
+        return round(sum(v for k, v in self.phases.items() if "." not in k), 3)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the plan decided: the model to load, its names and the engine config."""
+
+    model: str
+    served_names: tuple[str, ...]
+    engine_config: Any  # worker.engine.vllm_engine.EngineConfig
+    plan: Any  # worker.setup.plan.EnginePlan
+    tiny: bool
+
+
+def tiny_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path:
+    base = default_cache_dir(settings, env)
+    if base is None:
+        base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt-oss-worker"
+    return base
+
+
+def plan_request(settings: Settings) -> Any:
+    """What the planner needs from the settings (a worker.setup.plan.PlanRequest)."""
+    from worker.setup.plan import PlanRequest
+
+    return PlanRequest(
+        model=settings.model or "",
+        max_model_len=settings.max_model_len,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        kv_cache_dtype=settings.kv_cache_dtype,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        attention_backend_override=settings.attention_backend_override,
+        quantization=settings.quantization,
+    )
+
+
+def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
+    """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
+    from worker.engine.vllm_engine import EngineConfig
+    from worker.setup.models_catalog import known_model, shape_from_dir
+    from worker.setup.plan import choose_default_model, engine_args, plan_engine
+
+    tiny = False
+    req = plan_request(settings)
+    model = settings.model
+    if model is None and gpu is None:
+        from worker.tiny import ensure_tiny_model
+
+        model = str(ensure_tiny_model("random", tiny_cache_dir(settings, env)))
+        tiny = True
+        log.warning("no GPU and no MODEL set: serving a tiny RANDOM gpt-oss on the CPU "
+                    "engine; its output is gibberish (set MODEL to serve a real model)")
+    elif model is None:
+        choice = choose_default_model(gpu, req)
+        model = choice.model
+        log.info("MODEL not set: %s (%s)", model, choice.reason)
+    shape = known_model(model)
+    if shape is None:
+        if not (Path(model) / "config.json").is_file():
+            raise SettingsError(
+                f"MODEL={model!r} is neither a gpt-oss hub id (openai/gpt-oss-120b, "
+                "openai/gpt-oss-20b) nor a local checkpoint directory with a config.json"
+            )
+        shape = shape_from_dir(Path(model))
+    plan = plan_engine(gpu, shape, replace(req, model=model))
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    served = (settings.served_model_name or (TINY_MODEL_NAME if tiny else model),)
+    cache = default_cache_dir(settings, env)
+    args: dict[str, Any] = {
+        **engine_args(plan),
+        "model": model,
+        "served_model_name": list(served),
+        "revision": settings.model_revision,
+        "download_dir": str(cache) if cache else None,
+        "max_num_seqs": settings.max_num_seqs,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "enable_chunked_prefill": settings.enable_chunked_prefill,
+        "enforce_eager": settings.enforce_eager or plan.device == "cpu",
+        "generation_config": "auto",
+        "disable_log_stats": True,
+        "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
+    }
+    if plan.device == "cpu":
+        args["dtype"] = "bfloat16"
+    else:
+        args["async_scheduling"] = settings.async_scheduling
+        if settings.enable_sleep_mode:
+            args["enable_sleep_mode"] = True
+    env_extra = dict(plan.env)
+    if plan.device == "cpu":
+        # AsyncLLM always runs its engine core in a child process; on the CPU this also
+        # keeps the model executor inside that process instead of a third one.
+        env_extra.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if settings.hf_token is not None:
+        env_extra["HF_TOKEN"] = settings.hf_token.get_secret_value()
+    config = EngineConfig(
+        model=model, served_model_names=served, device=plan.device,
+        engine_args={k: v for k, v in args.items() if v is not None}, env=env_extra,
+    )
+    return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)
+
+
+async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
+                progress: Any = None, observer: Any = None) -> Any:
+    """Build the warm engine and the chat service; returns worker.openai.chat.service.ChatService.
+
+    `observer` (a worker.openai.metrics.Observer, e.g. Metrics) sees every chat request's tokens."""
+    from worker.setup.gpu import probe
+    from worker.setup.progress import Progress, VllmStartupLog
+    from worker.setup.weights import ensure_weights
+
+    progress = progress or Progress(settings.show_loading_progress)
+    with timeline.phase("probe"):
+        gpu = probe(env)
+    with timeline.phase("plan"):
+        resolved = resolve(settings, env, gpu)
+        log.info("plan: %s", resolved.plan)
+    cache = default_cache_dir(settings, env)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    with timeline.phase("download"), progress.phase("download"):
+        weights = ensure_weights(resolved.model, revision=settings.model_revision,
+                                 cache_dir=cache, token=token, progress=progress)
+    from worker.engine.vllm_engine import VllmEngine
+    from worker.openai.chat.service import ChatService
+
+    config = load_local(resolved.engine_config, weights, cache)
+    parts: dict[str, float] = {}
+    with timeline.phase("engine"):
+        engine = await VllmEngine.build(config, phases=parts,
+                                         monitor=VllmStartupLog(progress))
+    timeline.phases.update({f"engine.{name}": seconds for name, seconds in parts.items()})
+    service = ChatService(engine, default_effort=settings.default_reasoning_effort,
+                          limits=limits_from(settings), observer=observer)
+    log.info("%s", timeline.summary())
+    return service
+
+
+def limits_from(settings: Settings) -> Any:
+    from worker.openai.chat.service import Limits
+
+    return Limits(max_n=settings.max_n, max_messages=settings.max_messages,
+                  max_completion_tokens=settings.max_completion_tokens_limit)
+
+
+def load_local(config: Any, weights: Path, cache: Path | None) -> Any:
+    """vLLM loads the local snapshot, offline; the hub id stays the model's served name."""
+    from worker.setup.weights import cache_env
+
+    args = {k: v for k, v in config.engine_args.items() if k not in ("revision", "download_dir")}
+    env = {k: v for k, v in {**cache_env(cache), **config.env}.items() if k != "HF_TOKEN"}
+    env["HF_HUB_OFFLINE"] = "1"
+    return replace(config, engine_args={**args, "model": str(weights)}, env=env)
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", settings.log_level.upper())

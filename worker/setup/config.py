@@ -1,0 +1,258 @@
+"""Settings built from an environment mapping.
+
+`Settings.from_env(env)` is pure: it reads only the mapping it is given, so it
+is testable with a dict and nothing happens at import. Every field lists the
+environment variables it is read from (first one found wins; empty values
+count as unset); a bad value raises `SettingsError` naming the variable and
+what is allowed. Secrets are `SecretStr`: they never show in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off"}
+
+
+def _env(*names: str, group: str, doc: str) -> dict[str, Any]:
+    return {"env": names, "group": group, "doc": doc}
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- model ---------------------------------------------------------------
+    model: str | None = Field(None, json_schema_extra=_env(
+        "MODEL", "MODEL_NAME", group="Model",
+        doc="Model to serve: `openai/gpt-oss-120b`, `openai/gpt-oss-20b` or a local path. "
+        "Unset: the largest gpt-oss that fits the GPU; without a GPU, a tiny random "
+        "gpt-oss on the CPU engine (its output is gibberish)."))
+    model_revision: str | None = Field(None, json_schema_extra=_env(
+        "MODEL_REVISION", "REVISION", group="Model",
+        doc="Hub revision (branch, tag or commit) to download."))
+    served_model_name: str | None = Field(None, json_schema_extra=_env(
+        "SERVED_MODEL_NAME", "OPENAI_SERVED_MODEL_NAME_OVERRIDE", group="Model",
+        doc="Name clients pass as `model` (default: the MODEL value)."))
+    max_model_len: int | None = Field(None, ge=256, le=1_048_576, json_schema_extra=_env(
+        "MAX_MODEL_LEN", group="Model",
+        doc="Context length in tokens. Unset: the largest that fits the GPU, up to the "
+        "model's 131072 (4096 on the CPU engine)."))
+    tensor_parallel_size: int | None = Field(None, ge=1, le=64, json_schema_extra=_env(
+        "TENSOR_PARALLEL_SIZE", group="Model",
+        doc="GPUs to split the model over. Unset: all visible GPUs."))
+    hf_token: SecretStr | None = Field(None, json_schema_extra=_env(
+        "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", group="Model",
+        doc="Hugging Face token, for gated or private repos. Never logged."))
+    cache_dir: str | None = Field(None, json_schema_extra=_env(
+        "MODEL_CACHE_DIR", group="Model",
+        doc="Where weights are cached. Unset: `/runpod-volume/huggingface-cache` when a "
+        "RunPod network volume is mounted, else the Hugging Face default."))
+    quantization: Literal["auto", "mxfp4", "fp8", "awq", "gptq"] = Field(
+        "auto", json_schema_extra=_env(
+            "QUANTIZATION", group="Memory & performance",
+            doc="`auto` uses the checkpoint's own (MXFP4 for gpt-oss)."))
+
+    # --- memory & performance -----------------------------------------------
+    gpu_memory_utilization: float = Field(0.95, gt=0.0, le=1.0, json_schema_extra=_env(
+        "GPU_MEMORY_UTILIZATION", group="Memory & performance",
+        doc="Fraction of GPU memory vLLM may use (0–1]."))
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16"] = Field(
+        "auto", json_schema_extra=_env(
+            "KV_CACHE_DTYPE", group="Memory & performance",
+            doc="KV cache dtype. FP8 is refused where attention sinks don't support it "
+            "(Ampere, Ada, Hopper) and allowed on Blackwell (FlashInfer)."))
+    max_num_seqs: int = Field(64, ge=1, le=4096, json_schema_extra=_env(
+        "MAX_NUM_SEQS", group="Memory & performance",
+        doc="Most sequences the engine runs at once."))
+    max_num_batched_tokens: int | None = Field(None, ge=256, json_schema_extra=_env(
+        "MAX_NUM_BATCHED_TOKENS", group="Memory & performance",
+        doc="Tokens per engine step. Unset: per GPU (8192 on Hopper, 4096 elsewhere, "
+        "1024 for gpt-oss-120b on one 80 GB H100)."))
+    async_scheduling: bool = Field(True, json_schema_extra=_env(
+        "ASYNC_SCHEDULING", group="Memory & performance",
+        doc="Overlap CPU scheduling with GPU work. On by default in current vLLM (the "
+        "old gibberish bug of vLLM 0.11 is fixed)."))
+    enable_prefix_caching: bool = Field(True, json_schema_extra=_env(
+        "ENABLE_PREFIX_CACHING", group="Memory & performance",
+        doc="Reuse the KV cache of shared prompt prefixes (system prompts, tools)."))
+    enable_chunked_prefill: bool = Field(True, json_schema_extra=_env(
+        "ENABLE_CHUNKED_PREFILL", group="Memory & performance",
+        doc="Split long prefills into chunks."))
+    enforce_eager: bool = Field(False, json_schema_extra=_env(
+        "ENFORCE_EAGER", group="Memory & performance",
+        doc="Disable CUDA graphs and torch.compile (faster start, slower decode)."))
+    enable_sleep_mode: bool = Field(False, json_schema_extra=_env(
+        "ENABLE_SLEEP_MODE", group="Memory & performance",
+        doc="vLLM sleep mode (GPU only), for Modal memory snapshots: the engine sleeps "
+        "before the snapshot and wakes after restore."))
+    attention_backend_override: str | None = Field(None, json_schema_extra=_env(
+        "VLLM_ATTENTION_BACKEND_OVERRIDE", "VLLM_ATTENTION_BACKEND",
+        group="Memory & performance",
+        doc="Force an attention backend (FLASH_ATTN, TRITON_ATTN, FLASHINFER, ...). "
+        "Honoured with a warning."))
+
+    # --- tool calling ----------------------------------------------------------
+    enable_auto_tool_choice: bool = Field(True, json_schema_extra=_env(
+        "ENABLE_AUTO_TOOL_CHOICE", group="Tool calling",
+        doc="Accepted for compatibility: Harmony tool calls are always parsed, and "
+        "`tool_choice` none/auto/required/named all work."))
+    tool_call_parser: Literal["openai"] = Field("openai", json_schema_extra=_env(
+        "TOOL_CALL_PARSER", group="Tool calling",
+        doc="Only `openai` (Harmony), built in."))
+    default_reasoning_effort: Literal["low", "medium", "high"] = Field(
+        "medium", json_schema_extra=_env(
+            "DEFAULT_REASONING_EFFORT", group="Tool calling",
+            doc="Reasoning effort when a request sets none."))
+
+    # --- API & networking -----------------------------------------------------
+    host: str = Field("0.0.0.0", json_schema_extra=_env(
+        "HOST", group="API & networking", doc="Address `serve` binds."))
+    port: int = Field(8000, ge=1, le=65535, json_schema_extra=_env(
+        "PORT", group="API & networking", doc="Port `serve` binds; API at /v1."))
+    api_key: SecretStr | None = Field(None, json_schema_extra=_env(
+        "API_KEY", group="API & networking",
+        doc="If set, `/v1/*` requires `Authorization: Bearer <key>`. Never logged."))
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", json_schema_extra=_env(
+            "LOG_LEVEL", group="API & networking", doc="Log level."))
+    max_concurrency: int | None = Field(None, ge=1, le=4096, json_schema_extra=_env(
+        "MAX_CONCURRENCY", group="API & networking",
+        doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS."))
+
+    # --- limits ----------------------------------------------------------------
+    max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, json_schema_extra=_env(
+        "MAX_REQUEST_BYTES", group="Limits",
+        doc="Largest request body (HTTP) in bytes; larger → 413."))
+    max_completion_tokens_limit: int | None = Field(None, ge=1, json_schema_extra=_env(
+        "MAX_COMPLETION_TOKENS_LIMIT", group="Limits",
+        doc="Cap on max_tokens per request. Unset: the rest of the context."))
+    max_n: int = Field(8, ge=1, le=128, json_schema_extra=_env(
+        "MAX_N", group="Limits", doc="Largest `n` (choices per request)."))
+    max_messages: int = Field(2048, ge=1, json_schema_extra=_env(
+        "MAX_MESSAGES", group="Limits", doc="Most messages in one request."))
+    max_batch_lines: int = Field(4096, ge=1, json_schema_extra=_env(
+        "MAX_BATCH_LINES", group="Limits", doc="Most lines in one batch (RunPod job or HTTP)."))
+    drain_seconds: float = Field(30.0, ge=0, le=3600, json_schema_extra=_env(
+        "DRAIN_SECONDS", group="Limits",
+        doc="On SIGTERM, how long in-flight requests may finish while new ones get 503."))
+
+    # --- SSH (pod image compatibility) ---------------------------------------
+    public_key: str | None = Field(None, json_schema_extra=_env(
+        "PUBLIC_KEY", group="SSH (pods)",
+        doc="Accepted for compatibility with the pod image; the serverless worker "
+        "starts no SSH server."))
+    ssh_public_key: str | None = Field(None, json_schema_extra=_env(
+        "SSH_PUBLIC_KEY", group="SSH (pods)", doc="As PUBLIC_KEY (takes precedence)."))
+    ssh_password: SecretStr | None = Field(None, json_schema_extra=_env(
+        "SSH_PASSWORD", group="SSH (pods)", doc="As PUBLIC_KEY. Never logged."))
+
+    # --- loading & monitoring ----------------------------------------------------
+    show_loading_progress: bool = Field(False, json_schema_extra=_env(
+        "SHOW_LOADING_PROGRESS", group="Loading & monitoring",
+        doc="Print each start-up phase as it happens."))
+
+    @field_validator("attention_backend_override")
+    @classmethod
+    def _upper(cls, v: str | None) -> str | None:
+        return v.strip().upper() if v else v
+
+    @classmethod
+    def env_names(cls) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for name, f in cls.model_fields.items():
+            extra = f.json_schema_extra
+            assert isinstance(extra, dict)
+            out[name] = tuple(extra["env"])  # type: ignore[arg-type]
+        return out
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Build settings from `env`; raise SettingsError naming the variable on bad input."""
+        values: dict[str, Any] = {}
+        source: dict[str, str] = {}
+        for field, names in cls.env_names().items():
+            for name in names:
+                raw = env.get(name)
+                if raw is None or raw.strip() == "":
+                    continue
+                source[field] = name
+                values[field] = _coerce(cls.model_fields[field].annotation, raw.strip(), name)
+                break
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, source)) from None
+
+    def describe(self) -> dict[str, Any]:
+        """A log-safe view: secrets shown only as set/unset."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            out[name] = ("<set>" if value else None) if isinstance(value, SecretStr) else value
+        return out
+
+
+def load_settings(env: Mapping[str, str]) -> Settings | None:
+    """For command lines: the settings, or None after printing the error to stderr."""
+    import sys
+
+    try:
+        return Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _coerce(annotation: Any, raw: str, name: str) -> Any:
+    if annotation is bool:
+        low = raw.lower()
+        if low in TRUE:
+            return True
+        if low in FALSE:
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a boolean: use true/false (or 1/0)")
+    return raw
+
+
+def _explain(exc: ValidationError, source: Mapping[str, str]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = source.get(field) or Settings.env_names().get(field, (field.upper(),))[0]
+        msg = err["msg"]
+        ctx = err.get("ctx") or {}
+        if "expected" in ctx:
+            msg = f"must be one of {ctx['expected']}"
+        secret = field in {"hf_token", "api_key", "ssh_password"}
+        shown = "" if secret else f"={err.get('input')!r}"
+        lines.append(f"{var}{shown}: {msg}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def markdown_table() -> str:
+    """docs/CONFIG.md's configuration table, generated so it cannot drift from the model."""
+    rows: dict[str, list[str]] = {}
+    for f in Settings.model_fields.values():
+        extra = f.json_schema_extra
+        assert isinstance(extra, dict)
+        names = " / ".join(f"`{n}`" for n in extra["env"])  # type: ignore[union-attr]
+        if f.default is None:
+            default = "(unset)"
+        elif isinstance(f.default, bool):
+            default = f"`{str(f.default).lower()}`"
+        else:
+            default = f"`{f.default}`"
+        line = f"| {names} | {default} | {extra['doc']} |"
+        rows.setdefault(str(extra["group"]), []).append(line)
+    out = []
+    for group, lines in rows.items():
+        out += [f"#### {group}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
+        out += [*lines, ""]
+    return "\n".join(out).rstrip() + "\n"
