@@ -78,7 +78,7 @@ def test_secrets_never_in_repr_describe_or_errors() -> None:
 
 def test_readme_documents_every_variable() -> None:
     doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
-    assert markdown_table() in doc, "stale docs/CONFIG.md table: run python scripts/update-readme.py"
+    assert markdown_table() in doc, "stale docs/CONFIG.md: run python scripts/update-readme.py"
     seed_vars = [
         "MODEL", "MAX_MODEL_LEN", "TENSOR_PARALLEL_SIZE", "HUGGING_FACE_HUB_TOKEN",
         "GPU_MEMORY_UTILIZATION", "QUANTIZATION", "KV_CACHE_DTYPE", "MAX_NUM_SEQS",
