@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -17,14 +18,17 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.engine.api import Engine, SamplingOptions
 from worker.harmony.generation import (
     REASONING_BUDGET,
     ChoicePlan,
     ChoiceResult,
+    JsonAnswer,
     run_choice,
 )
-from worker.openai.chat.convert import render_chat
+from worker.openai.chat.convert import offered_tools, render_chat
 from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
 from worker.openai.chat.protocol import (
     ChatCompletionRequest,
@@ -34,9 +38,16 @@ from worker.openai.chat.response import (
     ChatCompletion,
     ModelList,
 )
-from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from worker.openai.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    InvalidResponse,
+    ModelNotFound,
+)
 from worker.openai.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
 from worker.openai.stops import StopMatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,10 +117,8 @@ class ChatService:
         if cap is not None and asked is not None and asked > cap:
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
             raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
-        tool_choice = req.tool_choice
-        tools = req.tools or []
-        include_tools = bool(tools) and tool_choice != "none"
-        prompt = render_chat(req, include_tools=include_tools, today=self._today(),
+        tools = offered_tools(req)
+        prompt = render_chat(req, include_tools=bool(tools), today=self._today(),
                              default_effort=self.default_effort)
         max_len = self.engine.info.max_model_len
         if len(prompt) >= max_len:
@@ -136,26 +145,27 @@ class ChatService:
             seed=req.seed,
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
+            repetition_penalty=req.repetition_penalty or 1.0,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
         )
         effort = req.reasoning_effort or self.default_effort
         reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
-        plan = ChoicePlan(prompt=tuple(prompt), options=base,
-                          reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
-        forced = _forced_tools(tool_choice, tools)
-        if forced:
-            schemas = {}
-            for i, t in enumerate(tools):
-                schema = t.function.parameters or {"type": "object"}
-                if t.function.name in forced:
-                    _check_schema(schema, f"tools[{i}].function.parameters")
-                schemas[t.function.name] = schema
-            plan = replace(plan, mode="tool", tool_names=forced, tool_schemas=schemas)
-        elif req.response_format is not None and req.response_format.type != "text":
+        must_call = req.must_call()
+        for i, t in enumerate(req.tools or []):
+            if t.function.name in must_call or (t.function.strict and any(
+                    o.name == t.function.name for o in tools)):
+                _check_schema(t.function.parameters or {"type": "object"},
+                              f"tools[{i}].function.parameters")
+        answer = None
+        if req.response_format is not None and req.response_format.type != "text":
             answer_schema = _schema_of(req.response_format)
             if answer_schema is not None:
                 _check_schema(answer_schema, "response_format.json_schema.schema")
-            plan = replace(plan, mode="json", json_schema=answer_schema)
+            answer = JsonAnswer(answer_schema)
+        plan = ChoicePlan(prompt=tuple(prompt), options=base, tools=tools, must_call=must_call,
+                          answer=answer,
+                          reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
@@ -198,10 +208,16 @@ class ChatService:
                 "finish_reason": r.finish_reason,
                 "logprobs": {"content": a.logprobs} if p.request.logprobs else None,
             })
-        return ChatCompletion.model_validate({
-            "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
-            "choices": choices, "usage": self._usage(p, results),
-        })
+        try:
+            return ChatCompletion.model_validate({
+                "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
+                "choices": choices, "usage": self._usage(p, results),
+            })
+        except ValidationError as exc:  # our bug, not the client's: a 500, never a 400
+            log.error("chat completion %s failed response validation: %s", p.id,
+                      exc.errors(include_url=False, include_input=False)[:3])
+            raise InvalidResponse("the worker built an invalid response; please report this "
+                                  f"(request {p.id})") from None
 
     async def stream(self, p: Prepared) -> AsyncGenerator[dict[str, Any], None]:
         """Chat completion chunks as plain dicts in the wire shape (see `ChatCompletionChunk`).
@@ -214,9 +230,14 @@ class ChatService:
         head = {"id": p.id, "object": "chat.completion.chunk", "created": p.created,
                 "model": p.model}
 
+        include_usage = bool(p.request.stream_options and p.request.stream_options.include_usage)
+
         def chunk(choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
-            out = {**head, "choices": choices}
-            if usage is not None:
+            # OpenAI's shape: every choice has finish_reason and logprobs (null until set), and
+            # with include_usage every chunk has usage (null but on the last one).
+            out = {**head, "choices": [{"finish_reason": None, "logprobs": None, **c}
+                                       for c in choices]}
+            if include_usage:
                 out["usage"] = usage
             return out
 
@@ -235,8 +256,7 @@ class ChatService:
                         yield chunk([{"index": i, **entry}])
         finally:
             obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
-        opts = p.request.stream_options
-        if opts is not None and opts.include_usage:
+        if include_usage:
             yield chunk([], usage=self._usage(p, results))
 
     async def _events(
@@ -274,14 +294,6 @@ class ChatService:
                 "reasoning_tokens": sum(r.reasoning_tokens for r in results)
             },
         }
-
-
-def _forced_tools(tool_choice: Any, tools: list[Any]) -> tuple[str, ...]:
-    if tool_choice == "required":
-        return tuple(t.function.name for t in tools)
-    if tool_choice is not None and not isinstance(tool_choice, str):
-        return (tool_choice.function.name,)
-    return ()
 
 
 def _check_schema(schema: Any, param: str) -> None:
