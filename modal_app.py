@@ -5,10 +5,9 @@ One class, one warm vLLM engine per container, scaled to zero when idle:
 - `web`: the worker's FastAPI app (chat with SSE streaming and tool calls, models, batch):
   `https://<workspace>--<app>-gptoss-web.modal.run/v1` is an OpenAI `base_url`;
 - `chat(request) -> dict` and `batch(lines) -> list[dict]` for Python callers
-  (`.remote()`, or `.spawn()` for a batch fetched later).
-
-and a CPU function, `download`, that puts the weights on the volume once
-(`modal run modal_app.py::download`), so GPU containers load them in place.
+  (`.remote()`, or `.spawn()` for a batch fetched later);
+- `download`, a CPU function that puts the weights on the volume once
+  (`modal run modal_app.py::download`), so GPU containers load them in place.
 
 The engine lives on an event loop the class owns, on a thread of its own: vLLM's AsyncLLM
 stays bound to the loop it first ran on, while Modal serves inputs on its loop (and
