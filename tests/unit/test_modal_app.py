@@ -380,6 +380,19 @@ def test_start_reloads_volumes_caches_compiles_there_and_commits(
     async def broken(*_: Any, **__: Any) -> None:
         raise RuntimeError("no GPU")
 
+    class Failing(RecordingVolume):
+        def commit(self) -> None:
+            raise OSError("volume busy")
+
+    calls.clear()  # a commit that fails is a warning: the container serves anyway
+    rt = Runtime({"MODEL": str(tmp_path)}, exit_on_engine_death=False,
+                 volumes=[Failing("weights", calls)])
+    try:
+        rt.start()
+        assert rt.state.ready_service() is not None
+    finally:
+        rt.stop()
+
     calls.clear()
     monkeypatch.setattr(bootstrap, "start", broken)
     rt = Runtime({}, exit_on_engine_death=False, volumes=volumes)

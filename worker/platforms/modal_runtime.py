@@ -70,8 +70,7 @@ class Runtime:
         download and the compilation."""
         from worker.setup.bootstrap import start
 
-        for volume in self.volumes:
-            volume.reload()
+        self._each_volume("reload")
         if self.cache_root is not None:
             os.environ.update(compile_cache_env(self.cache_root))  # read by vLLM at import
         if self.models:
@@ -82,10 +81,19 @@ class Runtime:
         except BaseException:
             self.engine_loop.close()
             raise
-        for volume in self.volumes:
-            volume.commit()
+        self._each_volume("commit")
         self.engine_loop.loop.call_soon_threadsafe(self.engine_loop.loop.create_task,
                                                    self._watch_engine())
+
+    def _each_volume(self, action: str) -> None:
+        """Reload or commit every volume; a failure is logged, never fatal: the container
+        still serves (a failed commit costs the next cold start a download or a compile)."""
+        for volume in self.volumes:
+            try:
+                getattr(volume, action)()
+            except Exception as exc:
+                log.warning("volume %s: %s failed (%s: %s)", getattr(volume, "name", "?"),
+                            action, type(exc).__name__, exc)
 
     @property
     def engine(self) -> Any:
