@@ -39,26 +39,19 @@ ENV MODEL=${MODEL:+/models/baked} \
     HF_HUB_OFFLINE=${MODEL:+1}
 
 # --- The worker ------------------------------------------------------------------------------
-# One Harmony package only: vLLM >= 0.31 uses oss-harmony (vocabulary embedded); the older
-# openai-harmony has the same import name and downloads its vocabulary at first use.
-# The engine stack the base installed (vLLM, torch, CUDA libraries, kernels, tokenizers) is
-# pinned as a constraint (oss-harmony too: our pin must be the one vLLM was built with), so
-# installing the worker can never move it (a conflict fails the build instead). Other
-# packages may move: the runpod SDK needs newer aiohttp, fastapi, boto3.
+# The install step modal_app.py builds its image with too (scripts/image-install.sh says why
+# each part is there): one Harmony package (oss-harmony); the worker's dependencies and the
+# runpod extra under a constraint file of the engine stack the base installed (vLLM, torch,
+# CUDA libraries, kernels, tokenizers), so they can never move it (a conflict fails the
+# build); then the package itself, without dependencies, so a code change reinstalls nothing.
 WORKDIR /opt/gpt-oss-worker
+COPY pyproject.toml ./
+COPY scripts/image-install.sh scripts/
+RUN bash scripts/image-install.sh deps runpod
 COPY . .
-RUN python3 -m pip uninstall -y openai-harmony >/dev/null 2>&1 || true; \
-    python3 -m pip freeze --all | grep -iE \
-      '^(vllm|torch|torchvision|torchaudio|triton|xformers|flashinfer[a-z0-9_-]*|nvidia-[a-z0-9_-]+|transformers|tokenizers|xgrammar|numpy|oss-harmony)==' \
-      > /tmp/engine-constraints.txt \
-    && python3 -m pip install --constraint /tmp/engine-constraints.txt ".[runpod]" \
-    && rm /tmp/engine-constraints.txt \
-    && python3 -c "from importlib.metadata import version; import worker; \
-assert version('vllm') == worker.VLLM_VERSION, (version('vllm'), worker.VLLM_VERSION)"
-
-# The Harmony vocabulary must load with no network: prove it at build time.
-RUN --network=none HF_HUB_OFFLINE=1 python3 -c "from openai_harmony import \
-HarmonyEncodingName as N, load_harmony_encoding as load; load(N.HARMONY_GPT_OSS)"
+RUN python3 -m pip install --no-deps .
+# vLLM is the pinned release, and the Harmony vocabulary loads with no network.
+RUN --network=none bash scripts/image-install.sh check
 
 # --- User ----------------------------------------------------------------------------------
 # Root by default: RunPod mounts network volumes (/runpod-volume, the weight cache) owned by

@@ -5,264 +5,90 @@ One class, one warm vLLM engine per container, scaled to zero when idle:
 - `web`: the worker's FastAPI app (chat with SSE streaming and tool calls, models, batch):
   `https://<workspace>--<app>-gptoss-web.modal.run/v1` is an OpenAI `base_url`;
 - `chat(request) -> dict` and `batch(lines) -> list[dict]` for Python callers
-  (`.remote()`, or `.spawn()` for a batch fetched later).
+  (`.remote()`, or `.spawn()` for a batch fetched later);
+- `download`, a CPU function that puts the weights on the volume once
+  (`modal run modal_app.py::download`), so GPU containers load them in place.
 
 The engine lives on an event loop the class owns, on a thread of its own: vLLM's AsyncLLM
 stays bound to the loop it first ran on, while Modal serves inputs on its loop (and
 `.local()` has none), so a sync `@modal.enter()` builds the engine there and every engine
-call, the ASGI app included, is handed to that loop. Deploy-time settings are environment
-variables read here (`MODAL_*`, see `deploy_config`); importing this file needs only `modal`.
+call, the ASGI app included, is handed to that loop (`worker.platforms.modal_runtime`).
+Deploy-time settings are environment variables (`MODAL_*`, read by
+`worker.platforms.modal_support.deploy_config`); importing this file needs only `modal`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import modal
 
 from worker import VLLM_VERSION
-from worker.engine.loop import ASGIApp, EngineLoop, on_loop
+from worker.engine.loop import ASGIApp, EngineLoop
+from worker.platforms.modal_runtime import Runtime
+from worker.platforms.modal_support import (
+    CACHE_VOLUME,
+    COMPILE_CACHE,
+    HF_CACHE,
+    WEIGHTS_VOLUME,
+    WORKER_VARS,
+    DeployConfig,
+    deploy_config,
+    image_env,
+)
 
-if TYPE_CHECKING:
-    from worker.platforms.http_app import AppState
-
+__all__ = ["WORKER_VARS", "DeployConfig", "EngineLoop", "Runtime", "deploy_config"]
 log = logging.getLogger("modal_app")
 
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the release's own image: vLLM, kernels, CUDA
-PYPROJECT = Path(__file__).with_name("pyproject.toml")
-HF_CACHE, VLLM_CACHE = "/root/.cache/huggingface", "/root/.cache/vllm"
-# Worker settings passed from the deploying shell to the containers (secrets go in Modal
-# Secrets; HOST, PORT, MODEL_CACHE_DIR, MAX_CONCURRENCY, DRAIN_SECONDS and SSH keys mean
-# nothing here: Modal drains inputs itself before the exit hook).
-WORKER_VARS = ("MODEL", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN",
-               "TENSOR_PARALLEL_SIZE", "QUANTIZATION", "GPU_MEMORY_UTILIZATION", "KV_CACHE_DTYPE",
-               "MAX_NUM_SEQS", "MAX_NUM_BATCHED_TOKENS", "ASYNC_SCHEDULING",
-               "ENABLE_PREFIX_CACHING", "ENABLE_CHUNKED_PREFILL", "ENFORCE_EAGER",
-               "VLLM_ATTENTION_BACKEND_OVERRIDE", "ENABLE_AUTO_TOOL_CHOICE", "TOOL_CALL_PARSER",
-               "DEFAULT_REASONING_EFFORT", "LOG_LEVEL", "SHOW_LOADING_PROGRESS",
-               "MAX_REQUEST_BYTES", "MAX_COMPLETION_TOKENS_LIMIT", "MAX_N", "MAX_MESSAGES",
-               "MAX_BATCH_LINES")
-DEPLOY_VARS = ("MODAL_APP_NAME", "MODAL_GPU", "MODAL_GPU_COUNT", "MODAL_TIMEOUT",
-               "MODAL_STARTUP_TIMEOUT", "MODAL_SCALEDOWN_WINDOW", "MODAL_MIN_CONTAINERS",
-               "MODAL_MAX_CONTAINERS", "MODAL_MAX_INPUTS", "MODAL_TARGET_INPUTS",
-               "MODAL_HF_SECRET", "MODAL_API_KEY_SECRET", "MODAL_PROXY_AUTH", "MODAL_SNAPSHOT")
-
-
-@dataclass(frozen=True)
-class DeployConfig:
-    app_name: str = "gpt-oss-worker"
-    gpu: str | list[str] = "H100"
-    timeout: int = 3600  # per input: a long batch or stream
-    startup_timeout: int = 1800  # the first boot downloads the weights into the Volume
-    scaledown_window: int = 300
-    min_containers: int = 0
-    max_containers: int | None = None
-    max_inputs: int = 64  # the engine's MAX_NUM_SEQS: more would only queue inside vLLM
-    target_inputs: int | None = None
-    hf_secret: str | None = None
-    api_key_secret: str | None = None
-    proxy_auth: bool = True
-    snapshot: bool = False
-    container_env: dict[str, str] = field(default_factory=dict)
-
-
-def deploy_config(env: Mapping[str, str]) -> DeployConfig:
-    """Read the deploy-time variables; a bad value raises ValueError naming the variable."""
-    d = DeployConfig()
-
-    def get(name: str) -> str | None:
-        return env.get(name, "").strip() or None
-
-    def opt(name: str, lo: int, hi: int) -> int | None:
-        raw = get(name)
-        if raw is not None and (not raw.isdigit() or not lo <= int(raw) <= hi):
-            raise ValueError(f"{name}={raw!r}: expected a whole number from {lo} to {hi}")
-        return None if raw is None else int(raw)
-
-    def num(name: str, default: int, lo: int, hi: int) -> int:
-        value = opt(name, lo, hi)
-        return default if value is None else value
-
-    def flag(name: str, default: bool) -> bool:
-        raw = (get(name) or str(default)).lower()
-        if raw not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            raise ValueError(f"{name}={raw!r}: expected true/false (or 1/0)")
-        return raw in {"1", "true", "yes", "on"}
-
-    count = num("MODAL_GPU_COUNT", 1, 1, 8)
-    gpus = [g.strip() + (f":{count}" if count != 1 and ":" not in g else "")
-            for g in (get("MODAL_GPU") or str(d.gpu)).split(",") if g.strip()]
-    api_key_secret = get("MODAL_API_KEY_SECRET")
-    snapshot = flag("MODAL_SNAPSHOT", d.snapshot)
-    container_env = {k: env[k] for k in (*WORKER_VARS, *DEPLOY_VARS) if get(k) is not None}
-    if snapshot:
-        container_env["ENABLE_SLEEP_MODE"] = "1"  # vLLM sleep mode: sleep, snapshot, wake
-    return DeployConfig(
-        app_name=get("MODAL_APP_NAME") or d.app_name,
-        gpu=gpus[0] if len(gpus) == 1 else gpus,
-        timeout=num("MODAL_TIMEOUT", d.timeout, 10, 86_400),
-        startup_timeout=num("MODAL_STARTUP_TIMEOUT", d.startup_timeout, 60, 86_400),
-        scaledown_window=num("MODAL_SCALEDOWN_WINDOW", d.scaledown_window, 2, 3600),
-        min_containers=num("MODAL_MIN_CONTAINERS", d.min_containers, 0, 1000),
-        max_containers=opt("MODAL_MAX_CONTAINERS", 1, 1000),
-        max_inputs=num("MODAL_MAX_INPUTS", num("MAX_NUM_SEQS", d.max_inputs, 1, 4096), 1, 4096),
-        target_inputs=opt("MODAL_TARGET_INPUTS", 1, 4096),
-        hf_secret=get("MODAL_HF_SECRET"), api_key_secret=api_key_secret,
-        proxy_auth=flag("MODAL_PROXY_AUTH", api_key_secret is None), snapshot=snapshot,
-        container_env=container_env,
-    )
+ROOT = Path(__file__).parent
+PYPROJECT = ROOT / "pyproject.toml"
+INSTALL = "scripts/image-install.sh"  # the Dockerfile's install step, shared
+SRC = "/opt/gpt-oss-worker"
 
 
 def cls_options(cfg: DeployConfig) -> dict[str, Any]:
     """Everything `@app.cls` gets but the image."""
-    secrets = [modal.Secret.from_name(name, required_keys=[key])
-               for name, key in ((cfg.hf_secret, "HF_TOKEN"), (cfg.api_key_secret, "API_KEY"))
-               if name]
     return {
         "gpu": cfg.gpu, "timeout": cfg.timeout, "startup_timeout": cfg.startup_timeout,
         "scaledown_window": cfg.scaledown_window, "min_containers": cfg.min_containers,
-        "max_containers": cfg.max_containers, "secrets": secrets, "env": cfg.container_env,
-        "volumes": {
-            HF_CACHE: modal.Volume.from_name("gpt-oss-hf-cache", create_if_missing=True),
-            VLLM_CACHE: modal.Volume.from_name("gpt-oss-vllm-cache", create_if_missing=True),
-        },
+        "max_containers": cfg.max_containers, "secrets": secrets(cfg), "env": cfg.container_env,
+        "volumes": VOLUMES, "memory": cfg.memory_mib,
         "enable_memory_snapshot": cfg.snapshot,
         "experimental_options": {"enable_gpu_snapshot": True} if cfg.snapshot else None,
     }
 
 
+def secrets(cfg: DeployConfig, *, api_key: bool = True) -> list[modal.Secret]:
+    wanted = [(cfg.hf_secret, "HF_TOKEN"), (cfg.api_key_secret if api_key else None, "API_KEY")]
+    return [modal.Secret.from_name(name, required_keys=[key]) for name, key in wanted if name]
+
+
 CONFIG = deploy_config(os.environ)
+VOLUMES = {HF_CACHE: modal.Volume.from_name(WEIGHTS_VOLUME, create_if_missing=True),
+           COMPILE_CACHE: modal.Volume.from_name(CACHE_VOLUME, create_if_missing=True)}
+# The install step the Dockerfile runs too: the worker's dependencies under the engine
+# stack's constraints, then the pinned-vLLM and offline-vocabulary checks.
+BUILD = [f"cd {SRC} && bash {INSTALL} deps", f"cd {SRC} && bash {INSTALL} check"]
 image = (
     modal.Image.from_registry(
         VLLM_IMAGE, setup_dockerfile_commands=[
             'RUN command -v python || ln -s "$(command -v python3)" /usr/local/bin/python'],
     )
     .entrypoint([])  # not `vllm serve`
-    .pip_install_from_pyproject(str(PYPROJECT))  # read at deploy time; vLLM is the image's
-    .env({"HF_HOME": HF_CACHE, "VLLM_CACHE_ROOT": VLLM_CACHE, "HF_XET_HIGH_PERFORMANCE": "1",
-          "TIKTOKEN_RS_CACHE_DIR": "/opt/harmony-vocab"})
-    # The Harmony vocabulary must load with no network at serving time: prove it at build.
-    .run_commands("python -c 'import openai_harmony as h; "
-                  "h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)'")
+    .env({"PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+          "PIP_BREAK_SYSTEM_PACKAGES": "1"})
+    .add_local_file(PYPROJECT, f"{SRC}/pyproject.toml", copy=True)
+    .add_local_file(ROOT / INSTALL, f"{SRC}/{INSTALL}", copy=True)
+    .run_commands(*BUILD)
+    .env(image_env(CONFIG.snapshot))
     .add_local_python_source("worker")
 )
 app = modal.App(CONFIG.app_name, image=image)
-
-
-class Runtime:
-    """One container's engine, chat service and HTTP app, all on one `EngineLoop`."""
-
-    def __init__(self, env: Mapping[str, str], *, exit_on_engine_death: bool = True) -> None:
-        from worker.platforms.http_app import AppState
-        from worker.setup.bootstrap import Timeline, configure_logging
-        from worker.setup.config import Settings
-
-        self.env = dict(env)
-        self.settings = Settings.from_env(self.env)
-        configure_logging(self.settings)
-        self.timeline = Timeline()
-        self.state: AppState = AppState(api_key=self.settings.api_key,
-                                        max_body_bytes=self.settings.max_request_bytes,
-                                        timeline=self.timeline.phases)
-        self.engine_loop = EngineLoop()
-        self.exit_on_engine_death = exit_on_engine_death
-        self.asleep = False
-        self._asgi: ASGIApp | None = None
-
-    def start(self) -> None:
-        from worker.setup.bootstrap import start
-
-        try:
-            self.state.service = self.engine_loop.run(start(self.settings, self.env, self.timeline))
-        except BaseException:
-            self.engine_loop.close()
-            raise
-        self.engine_loop.loop.call_soon_threadsafe(self.engine_loop.loop.create_task,
-                                                   self._watch_engine())
-
-    @property
-    def engine(self) -> Any:
-        return self.state.ready_service().engine
-
-    def sleep(self) -> None:
-        """vLLM sleep mode (weights to CPU memory, KV cache freed) before a memory snapshot."""
-        if not hasattr(self.engine, "sleep"):
-            log.warning("this engine has no sleep mode: the snapshot holds an awake engine")
-            return
-        self.engine_loop.run(self.engine.sleep(1))
-        self.asleep = True
-
-    def wake(self) -> None:
-        if self.asleep:
-            self.engine_loop.run(self.engine.wake_up())
-            self.asleep = False
-
-    def asgi(self) -> ASGIApp:
-        if self._asgi is None:
-            from worker.platforms.http_app import create_app
-            from worker.platforms.http_batch import add_batch_routes
-
-            fastapi_app = create_app(self.state)
-            # On Modal a batch is a spawned `batch` call: it outlives this container.
-            jobs = None if modal.is_local() else SpawnedBatchJobs()
-            add_batch_routes(fastapi_app, self.state, jobs=jobs,
-                             max_lines=self.settings.max_batch_lines)
-            self._asgi = on_loop(fastapi_app, self.engine_loop)
-        return self._asgi
-
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self.engine_loop.call(self._chat(body))
-
-    async def batch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from worker.openai.batch import run_batch
-
-        service = self.state.ready_service()
-        limit = self.settings.max_batch_lines
-        return await self.engine_loop.call(run_batch(service, lines, max_lines=limit))
-
-    async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from worker.openai.chat.protocol import ChatCompletionRequest
-        from worker.openai.errors import InvalidRequest, to_openai_error
-
-        try:
-            service = self.state.ready_service()
-            req = ChatCompletionRequest.model_validate(body)
-            if req.stream:
-                raise InvalidRequest("chat() returns one completion; stream over HTTP (web)",
-                                     param="stream")
-            result = await service.complete(service.prepare(req))
-        except Exception as exc:
-            status, error = to_openai_error(exc)
-            if status >= 500:
-                log.exception("chat failed")
-            return error
-        return result.model_dump(mode="json", exclude_none=True)
-
-    async def _watch_engine(self) -> None:
-        """Exit soon after the engine dies, so Modal replaces this container."""
-        while True:
-            await asyncio.sleep(1.0)
-            service = self.state.service
-            if service is not None and service.engine.is_dead and self.exit_on_engine_death:
-                log.error("the engine died; exiting so Modal starts a fresh container")
-                await asyncio.sleep(0.5)
-                os._exit(4)
-
-    def stop(self) -> None:
-        self.state.draining = True
-        service = self.state.service
-        if service is not None:
-            self.engine_loop.run(service.engine.shutdown(), timeout=60)
-            self.state.service = None  # let the engine go now, not at interpreter exit
-        self.engine_loop.close()
-        gc.collect()
 
 
 class SpawnedBatchJobs:
@@ -324,12 +150,13 @@ class GptOss:
     @modal.enter(snap=CONFIG.snapshot)
     def start(self) -> None:
         self.boot()
-        if CONFIG.snapshot:
-            self.runtime.sleep()  # the snapshot holds the warm engine, asleep
+        if CONFIG.snapshot:  # the snapshot holds an engine that served real requests, asleep
+            self.runtime.warm_up()
+            self.runtime.sleep()
 
     @modal.enter()
     def resume(self) -> None:
-        self.runtime.wake()  # after a restore (a no-op without snapshots)
+        self.runtime.wake()  # after a restore, with a reseed (a no-op without snapshots)
         limit = min(CONFIG.max_inputs, self.runtime.engine.info.max_num_seqs)
         if limit < CONFIG.max_inputs and not modal.is_local():
             log.info("input concurrency %d -> %d (the engine's max_num_seqs)",
@@ -343,7 +170,9 @@ class GptOss:
     def boot(self) -> None:
         """What the enter hooks run: build the engine once, on this instance's own loop."""
         if getattr(self, "runtime", None) is None:
-            self.runtime = Runtime(os.environ)
+            volumes = () if modal.is_local() else tuple(VOLUMES.values())
+            self.runtime = Runtime(os.environ, volumes=volumes, cache_root=COMPILE_CACHE,
+                                   models=CONFIG.models)
             self.runtime.start()
 
     def shutdown(self) -> None:
@@ -354,7 +183,8 @@ class GptOss:
 
     @modal.asgi_app(requires_proxy_auth=CONFIG.proxy_auth)
     def web(self) -> ASGIApp:
-        return self.runtime.asgi()
+        # On Modal a batch is a spawned `batch` call: it outlives this container.
+        return self.runtime.asgi(None if modal.is_local() else SpawnedBatchJobs())
 
     @modal.method()
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -370,6 +200,19 @@ class GptOss:
         if getattr(self, "runtime", None) is None:  # `.local()` of an async method skips enter
             await asyncio.to_thread(self.boot)
         return self.runtime  # type: ignore[no-any-return]
+
+
+@app.function(volumes=VOLUMES, secrets=secrets(CONFIG, api_key=False), env=CONFIG.container_env,
+              cpu=4.0, memory=8192, timeout=CONFIG.startup_timeout)
+def download(model: str = "") -> None:
+    """`modal run modal_app.py::download [--model ID]`: the weights onto the volume, checked and
+    committed, on a CPU container (MODEL, else what the containers will pick for MODAL_GPU)."""
+    from worker.platforms.modal_support import download_weights
+
+    for name, path in download_weights(os.environ, [model] if model else CONFIG.models).items():
+        print(f"{name}: {path}")
+    if not modal.is_local():
+        VOLUMES[HF_CACHE].commit()
 
 
 @app.local_entrypoint()

@@ -85,20 +85,23 @@ def run_server(model: Path, tmp: Path, **env_extra: str) -> Iterator[Server]:
                                 stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log=log)
     try:
-        wait_ready(server)
+        wait_ready(server, api_key=env_extra.get("API_KEY"))
         yield server
     finally:
         stop(proc)
 
 
-def wait_ready(server: Server, timeout: float = START_TIMEOUT) -> None:
+def wait_ready(server: Server, timeout: float = START_TIMEOUT,
+               api_key: str | None = None) -> None:
+    """Poll /ready (with the API key where one is set: /ready needs it then)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"server exited with {server.proc.returncode}:\n"
                                f"{server.log_text()[-4000:]}")
         try:
-            if httpx.get(f"{server.url}/ready", timeout=2).status_code == 200:
+            if httpx.get(f"{server.url}/ready", headers=headers, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

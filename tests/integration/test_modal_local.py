@@ -1,14 +1,21 @@
-"""The Modal class, run locally on the scripted tiny model with the real vLLM CPU engine.
+"""The Modal app, run locally on the scripted tiny model with the real vLLM CPU engine.
 
 Lifecycle as Modal drives it (enter -> web/chat/batch -> exit), with no Modal server:
 `.local()` runs the sync enter hooks, and `web`'s ASGI app is served by uvicorn on
 127.0.0.1 from a third event loop (neither the engine's nor pytest's), then driven by
-the official `openai` client, streaming and tools included.
+the official `openai` client, streaming and tools included. The `download` function runs
+for real in a fresh interpreter against a Hugging Face look-alike on 127.0.0.1, onto a
+local folder standing in for the weights volume. Modal's volumes themselves (reload,
+commit) exist only on Modal: their order is checked in tests/unit/test_modal_app.py.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +28,8 @@ import openai
 import pytest
 
 from tests.integration.conftest import engine_env, free_port
+from tests.integration.fake_hub import FakeHub
+from worker.platforms import modal_support
 from worker.tiny import scripted
 
 KEY = "modal-key-123"
@@ -36,15 +45,24 @@ TOOLS = [{"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def worker(scripted_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("compile-volume")
+
+
+@pytest.fixture(scope="module")
+def worker(scripted_model: Path, compile_cache: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     env = engine_env(tmp_path_factory.mktemp("modal-local"), MODEL=str(scripted_model),
                      SERVED_MODEL_NAME=MODEL, API_KEY=KEY, MAX_NUM_SEQS="8",
                      VLLM_ENABLE_V1_MULTIPROCESSING="0")
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
+        for name in modal_support.compile_cache_env("/"):
+            mp.delenv(name, raising=False)  # the runtime puts them on the cache volume
         import modal_app
 
+        mp.setattr(modal_app, "COMPILE_CACHE", str(compile_cache))  # the volume's mount
         w = modal_app.GptOss()
         yield w
         w.shutdown()  # idempotent: test_exit_shuts_the_engine_down ran it already
@@ -154,6 +172,79 @@ def test_batch_over_http_sync_and_async(base_url: str) -> None:
         assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
         lines = http.get(f"/batches/{batch['id']}/output").text.splitlines()
         assert [json.loads(x)["custom_id"] for x in lines] == ["0", "1", "2"]
+
+
+def test_compile_caches_go_to_the_cache_volume(served: Served, compile_cache: Path) -> None:
+    assert {k: os.environ[k] for k in modal_support.compile_cache_env("/")} == \
+        modal_support.compile_cache_env(compile_cache)
+
+
+def test_ready_and_metrics_need_the_key_health_does_not(base_url: str) -> None:
+    root = base_url.removesuffix("/v1")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{root}/health").json() == {"status": "ok"}
+    for path in ("/ready", "/metrics"):
+        assert httpx.get(f"{root}{path}").status_code == 401, path
+    ready = httpx.get(f"{root}/ready", headers=auth).json()
+    assert ready["status"] == "ready" and "engine" in ready["timeline"]
+    metrics = httpx.get(f"{root}/metrics", headers=auth)
+    assert metrics.status_code == 200  # the chats above were counted
+    assert 'worker_chat_requests_total{status="200"}' in metrics.text
+
+
+def test_snapshot_warm_up_on_the_real_engine(worker: Any, served: Served) -> None:
+    assert worker.runtime.warm_up() == len(modal_support.WARMUP_REQUESTS)
+
+
+DOWNLOAD = """
+import sys, modal_app
+modal_app.download.local(model=sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(scripted_model: Path) -> Iterator[FakeHub]:
+    hub = FakeHub().start()
+    tiny = {p.name: p.read_bytes() for p in scripted_model.iterdir() if p.is_file()}
+    hub.add("openai/tiny-gpt-oss", {**tiny, "original/model.safetensors": b"x" * 1000})
+    yield hub
+    hub.stop()
+
+
+def test_download_function_fills_the_volume_once(hub: FakeHub, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """`modal run modal_app.py::download`, then what a GPU container sees at start."""
+    volume = tmp_path / "hf-volume"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("HF_", "HUGGING", "VLLM_", "MODEL", "MODAL_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"),
+               MODEL_CACHE_DIR=str(volume), PYTHONPATH=str(Path(__file__).parents[2]))
+    gpu_env = {"MODEL_CACHE_DIR": str(volume)}
+    with caplog.at_level(logging.INFO, logger="modal_app"):
+        assert not modal_support.report_volume(gpu_env, ["openai/tiny-gpt-oss"])
+    assert "not on the volume" in caplog.text and "modal_app.py::download" in caplog.text
+
+    hub.reset()
+    out = subprocess.run([sys.executable, "-c", DOWNLOAD, "openai/tiny-gpt-oss"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fetched = hub.gets("openai/tiny-gpt-oss")
+    assert "config.json" in fetched and set(fetched.values()) == {1}  # each file once
+    assert not [s for s in hub.seen if "original" in s.path]
+
+    caplog.clear()
+    hub.reset()  # a GPU container: the weights are there, checked, loaded in place
+    with caplog.at_level(logging.INFO, logger="modal_app"):
+        assert modal_support.report_volume(gpu_env, ["openai/tiny-gpt-oss"])
+    assert "loading them in place" in caplog.text and hub.seen == []
+    found = modal_support.weights_on_volume(gpu_env, ["openai/tiny-gpt-oss"])
+    snapshot = found["openai/tiny-gpt-oss"]
+    assert snapshot is not None and {p.name for p in snapshot.iterdir()} == set(fetched)
+
+    again = subprocess.run([sys.executable, "-c", DOWNLOAD, "openai/tiny-gpt-oss"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert hub.seen == []  # a second run finds it complete: no request at all
 
 
 def test_exit_shuts_the_engine_down(worker: Any, served: Served) -> None:

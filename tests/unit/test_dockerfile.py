@@ -1,7 +1,7 @@
 """The image runs the pinned vLLM: FROM tag == worker.VLLM_VERSION == the pyproject pins.
 
 Docker cannot build here, so the Dockerfile is parsed: its base tag, its command, and the
-things the image relies on (no base ENTRYPOINT, one Harmony package, offline vocabulary).
+things the image relies on (no base ENTRYPOINT, the shared install step and its checks).
 """
 
 from __future__ import annotations
@@ -54,13 +54,18 @@ def test_command_runs_the_runpod_worker_without_the_base_entrypoint() -> None:
 
 
 def test_image_installs_the_package_with_runpod_and_never_vllm_again() -> None:
-    runs = " ".join(args for word, args in instructions() if word == "RUN")
-    assert 'pip install --constraint /tmp/engine-constraints.txt ".[runpod]"' in runs
-    assert "vllm|torch|" in runs  # the engine stack is pinned to the base's versions
-    assert not re.search(r"pip install[^&;]*\bvllm\b", runs)
-    assert "pip uninstall -y openai-harmony" in runs  # one Harmony package: oss-harmony
-    assert "--network=none" in runs and "load_harmony_encoding" in runs  # offline vocab
-    assert "version('vllm') == worker.VLLM_VERSION" in runs
+    steps = instructions()
+    runs = [args for word, args in steps if word == "RUN"]
+    # the install step shared with modal_app.py's image (tests/unit/test_image_install.py)
+    assert "bash scripts/image-install.sh deps runpod" in runs
+    assert "python3 -m pip install --no-deps ." in runs
+    assert "--network=none bash scripts/image-install.sh check" in runs
+    assert not any(re.search(r"pip install[^&;]*\bvllm\b", r) for r in runs)
+    copies = [args for word, args in steps if word == "COPY"]
+    # dependencies before the source: a code change does not reinstall them
+    assert copies.index("scripts/image-install.sh scripts/") < copies.index(". .")
+    assert runs.index("bash scripts/image-install.sh deps runpod") < runs.index(
+        "python3 -m pip install --no-deps .")
 
 
 def test_model_can_be_baked_and_is_then_served_offline() -> None:
@@ -75,3 +80,4 @@ def test_build_context_is_an_allow_list() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines.index("*") < lines.index("!worker/")
     assert "!pyproject.toml" in lines and not any(x.startswith("!tests") for x in lines)
+    assert "!scripts/image-install.sh" in lines

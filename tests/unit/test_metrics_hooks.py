@@ -72,7 +72,8 @@ async def test_http_statuses_and_scrape(client: httpx.AsyncClient) -> None:
     assert (await client.post("/v1/chat/completions",
                               json={**HELLO, "model": "nope"})).status_code == 404
     await client.get("/v1/models")  # not a chat request: not counted
-    r = await client.get("/metrics", headers={})  # no API key needed, like /health
+    assert (await client.get("/metrics", headers={"Authorization": ""})).status_code == 401
+    r = await client.get("/metrics")  # behind the API key, like the API
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     v = values(r.text)
     for status, n in (("200", 2), ("400", 1), ("401", 1), ("404", 1)):

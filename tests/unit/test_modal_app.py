@@ -2,7 +2,7 @@
 
 The shape is read back from the app object itself (`Function.info()`, what Modal
 would deploy); what `info()` does not show (scaledown window, container counts,
-snapshots) is read from the options the class was declared with.
+snapshots, image steps) is read from the options the class was declared with.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.unit.test_http_batch import answer, line
 from worker import VLLM_VERSION
 from worker.engine.api import GenerationDelta, SamplingOptions
 from worker.openai.chat.service import ChatService
+from worker.platforms import modal_support
 from worker.setup.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ SHAPE = """
 import json, sys
 import modal_app as m
 info = m.GptOss().chat.info()
+dl = m.download.info()
 opts = m.cls_options(m.CONFIG)
 print(json.dumps({
     "heavy": [x for x in ("vllm", "torch", "fastapi", "pydantic") if x in sys.modules],
@@ -49,15 +51,23 @@ print(json.dumps({
     "scaledown": opts["scaledown_window"], "min": opts["min_containers"],
     "max": opts["max_containers"], "snapshot": opts["enable_memory_snapshot"],
     "experimental": opts["experimental_options"], "env": m.CONFIG.container_env,
+    "memory": info.memory_mib, "models": m.CONFIG.models,
+    "download": {"gpus": dl.gpus, "cpu": dl.cpu, "secrets": dl.secrets,
+                 "volumes": {path: v.name for path, v in dl.volumes.items()}},
 }))
 """
 
 
-def deployed_shape(tmp_path: Path, **env: str) -> dict[str, Any]:
+def import_app(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Import modal_app in a fresh interpreter: no Modal token, no network needed."""
     clean = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
-    out = subprocess.run([sys.executable, "-c", SHAPE], cwd=ROOT, env=clean, check=True,
-                         capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", SHAPE], cwd=ROOT, env=clean,
+                          capture_output=True, text=True, timeout=120)
+
+
+def deployed_shape(tmp_path: Path, **env: str) -> dict[str, Any]:
+    out = import_app(tmp_path, **env)
+    assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -75,6 +85,11 @@ def test_default_deployment_shape(tmp_path: Path) -> None:
     assert shape["web_public"] is False  # no API key secret: Modal proxy auth guards it
     assert shape["secrets"] == [] and shape["env"] == {}
     assert (shape["snapshot"], shape["experimental"]) == (False, None)
+    assert shape["memory"] is None  # Modal's default: nothing reserved, nothing billed extra
+    assert shape["models"] == ["openai/gpt-oss-120b"]  # what the planner picks for an H100
+    # one download, off the GPU, onto the same volumes
+    assert shape["download"] == {"gpus": [], "cpu": 4.0, "secrets": [],
+                                 "volumes": shape["volumes"]}
 
 
 def test_deployment_shape_from_the_environment(tmp_path: Path) -> None:
@@ -82,7 +97,7 @@ def test_deployment_shape_from_the_environment(tmp_path: Path) -> None:
         tmp_path, MODAL_APP_NAME="gpt-oss-120b", MODAL_GPU="H200", MODAL_GPU_COUNT="2",
         MODAL_TIMEOUT="600", MODAL_SCALEDOWN_WINDOW="120", MODAL_MIN_CONTAINERS="1",
         MODAL_MAX_INPUTS="32", MODAL_TARGET_INPUTS="24", MODAL_HF_SECRET="hf",
-        MODAL_API_KEY_SECRET="gpt-oss-api-key", MODAL_SNAPSHOT="1",
+        MODAL_API_KEY_SECRET="gpt-oss-api-key",
         MODEL="openai/gpt-oss-120b", MAX_MODEL_LEN="65536",
         API_KEY="never-shipped", MODAL_TOKEN_SECRET="never-shipped", HOST="::")
     assert shape["app"] == "gpt-oss-120b" and shape["gpus"] == [["H200", 2]]
@@ -91,11 +106,69 @@ def test_deployment_shape_from_the_environment(tmp_path: Path) -> None:
     assert any("'hf'" in s for s in shape["secrets"])
     assert any("'gpt-oss-api-key'" in s for s in shape["secrets"])
     assert shape["web_public"] is True  # the API key guards it; MODAL_PROXY_AUTH=1 adds both
-    assert shape["snapshot"] is True and shape["experimental"] == {"enable_gpu_snapshot": True}
     env = shape["env"]
     assert env["MODEL"] == "openai/gpt-oss-120b" and env["MAX_MODEL_LEN"] == "65536"
-    assert env["MODAL_SNAPSHOT"] == "1" and env["ENABLE_SLEEP_MODE"] == "1"
-    assert not {"API_KEY", "MODAL_TOKEN_SECRET", "HOST"} & set(env)
+    assert not {"API_KEY", "MODAL_TOKEN_SECRET", "HOST", "ENABLE_SLEEP_MODE"} & set(env)
+    # the download function gets the Hugging Face token, never the API key
+    named = [s for s in shape["download"]["secrets"] if "from_name" in s]
+    assert len(named) == 1 and "'hf'" in named[0]
+
+
+def test_snapshot_deployment_reserves_host_memory_for_the_sleeping_weights(
+        tmp_path: Path) -> None:
+    shape = deployed_shape(tmp_path, MODAL_SNAPSHOT="1", MODEL="openai/gpt-oss-120b")
+    assert shape["snapshot"] is True and shape["experimental"] == {"enable_gpu_snapshot": True}
+    assert shape["env"]["MODAL_SNAPSHOT"] == "1" and shape["env"]["ENABLE_SLEEP_MODE"] == "1"
+    # 61.43 GiB of weights on an H100 (the plan's figure), rounded up, + 8 GiB of processes
+    assert shape["memory"] == (62 + modal_support.SNAPSHOT_OVERHEAD_GIB) * 1024
+
+
+@pytest.mark.parametrize("env", [
+    {"MODAL_GPU_COUNT": "2"}, {"MODAL_GPU": "H100:2"}, {"MODAL_GPU": "H100,A100-80GB:4"},
+    {"TENSOR_PARALLEL_SIZE": "2"},
+])
+def test_snapshots_refuse_more_than_one_gpu_at_import(tmp_path: Path,
+                                                      env: dict[str, str]) -> None:
+    out = import_app(tmp_path, MODAL_SNAPSHOT="1", **env)
+    assert out.returncode != 0
+    assert "MODAL_SNAPSHOT=1" in out.stderr and "one GPU" in out.stderr
+    assert "Traceback" in out.stderr and "ValueError" in out.stderr  # refused, not deployed
+
+
+def test_snapshot_memory_follows_the_plan() -> None:
+    from worker.setup.gpu import lookup_gpu
+    from worker.setup.models_catalog import GPT_OSS_20B
+    from worker.setup.plan import PlanRequest, plan_engine
+
+    GiB = 1024**3
+    cfg = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S"})
+    assert cfg.models == ("openai/gpt-oss-20b",)  # 120b does not fit a 48 GB card
+    plan = plan_engine(lookup_gpu("L40S"), GPT_OSS_20B, PlanRequest(model=GPT_OSS_20B.name))
+    weights = -(-plan.fit.weights_bytes_per_gpu // GiB)  # Marlin on Ada: more than on disk
+    assert weights > GPT_OSS_20B.weight_bytes / GiB
+    assert cfg.memory_mib == (weights + modal_support.SNAPSHOT_OVERHEAD_GIB) * 1024
+    both = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S,H100"})
+    assert both.models == ("openai/gpt-oss-20b", "openai/gpt-oss-120b")
+    assert both.memory_mib == (62 + modal_support.SNAPSHOT_OVERHEAD_GIB) * 1024  # the larger
+    assert deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_MEMORY": "90"}).memory_mib == 90 * 1024
+    assert deploy_config({"MODAL_MEMORY": "16"}).memory_mib == 16 * 1024
+    with pytest.raises(ValueError, match="MODAL_MEMORY"):  # a model it cannot size
+        deploy_config({"MODAL_SNAPSHOT": "1", "MODEL": "/models/mine"})
+
+
+def test_image_steps_and_environment() -> None:
+    env = modal_support.image_env(snapshot=False)
+    root = modal_support.COMPILE_CACHE
+    assert env["HF_HOME"] == modal_support.HF_CACHE
+    assert {env[k] for k in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")} == {
+        root, f"{root}/inductor", f"{root}/triton"}  # every compile cache on the cache volume
+    assert "TORCHINDUCTOR_COMPILE_THREADS" not in env
+    assert modal_support.image_env(snapshot=True)["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
+    # the Dockerfile's install step, shared: one script, the same two steps
+    build = [f"cd {modal_app.SRC} && bash scripts/image-install.sh {step}"
+             for step in ("deps", "check")]
+    assert build == modal_app.BUILD
+    assert (ROOT / modal_app.INSTALL).is_file()
 
 
 def test_deploy_config_defaults_follow_the_engine() -> None:
@@ -110,7 +183,7 @@ def test_deploy_config_defaults_follow_the_engine() -> None:
 
 @pytest.mark.parametrize(("name", "value"), [
     ("MODAL_SCALEDOWN_WINDOW", "1"), ("MODAL_GPU_COUNT", "two"), ("MODAL_TIMEOUT", "-5"),
-    ("MODAL_SNAPSHOT", "maybe"), ("MODAL_MAX_INPUTS", "0"),
+    ("MODAL_SNAPSHOT", "maybe"), ("MODAL_MAX_INPUTS", "0"), ("MODAL_MEMORY", "lots"),
 ])
 def test_bad_deploy_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
@@ -130,6 +203,11 @@ def test_pins_and_forwarded_settings_cannot_drift() -> None:
                      "ENABLE_SLEEP_MODE"}
     assert set(WORKER_VARS) <= primary
     assert primary - set(WORKER_VARS) <= not_forwarded, "new setting: forward it to Modal or not"
+
+
+def test_every_deploy_variable_is_documented() -> None:
+    doc = (ROOT / "docs" / "MODAL.md").read_text()
+    assert [v for v in modal_support.DEPLOY_VARS if f"| `{v}` |" not in doc] == []
 
 
 # -- the engine loop and the runtime, on a fake engine --------------------------------------
@@ -219,6 +297,108 @@ def test_sleep_and_wake_for_snapshots(runtime: Runtime) -> None:
     runtime.sleep()
     runtime.wake()
     assert runtime.engine.sleeps == ["sleep 1 on engine-loop", "wake on engine-loop"]
+
+
+def test_wake_after_a_restore_reseeds(runtime: Runtime) -> None:
+    import random
+
+    import numpy
+
+    random.seed(7)
+    numpy.random.seed(7)
+    restored = (random.random(), numpy.random.random())  # what every restored copy draws
+    random.seed(7)
+    numpy.random.seed(7)
+    runtime.sleep()
+    runtime.wake()
+    assert (random.random(), numpy.random.random()) != restored
+
+
+async def test_warm_up_runs_real_chat_requests(runtime: Runtime) -> None:
+    engine = runtime.engine
+    assert await asyncio.to_thread(runtime.warm_up) == len(modal_support.WARMUP_REQUESTS) == 3
+    assert len(engine.calls) >= 3 and engine.threads == {"engine-loop"}
+    assert any(options.json_schema for _, options in engine.calls)  # the forced tool call
+
+
+async def test_metrics_on_modal_sit_behind_the_api_key(runtime: Runtime) -> None:
+    transport = httpx.ASGITransport(app=runtime.asgi())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/ready")).status_code == 401
+        assert (await client.get("/health")).json() == {"status": "ok"}
+        await client.post("/v1/chat/completions", headers={"Authorization": "Bearer k"},
+                          json={"messages": [{"role": "user", "content": "hi"}]})
+        r = await client.get("/metrics", headers={"Authorization": "Bearer k"})
+    assert r.status_code == 200
+    assert 'worker_chat_requests_total{status="200"} 1.0' in r.text
+
+
+class RecordingVolume:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def reload(self) -> None:
+        self.log.append(f"reload {self.name}")
+
+    def commit(self) -> None:
+        self.log.append(f"commit {self.name}")
+
+
+def test_start_reloads_volumes_caches_compiles_there_and_commits(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The order Modal needs: reload (see the download's commit), build, commit (the next
+    cold start finds the compile caches); a failed start commits nothing."""
+    from worker.setup import bootstrap
+
+    calls: list[str] = []
+    seen_env: dict[str, str] = {}
+
+    async def fake_start(settings: Any, env: Any, timeline: Any, **kw: Any) -> ChatService:
+        calls.append("engine")
+        seen_env.update({k: os.environ[k] for k in ("VLLM_CACHE_ROOT", "TRITON_CACHE_DIR",
+                                                     "TORCHINDUCTOR_CACHE_DIR")})
+        assert kw["observer"] is not None  # /metrics counts Modal's requests too
+        return ChatService(SleepyEngine(), today=lambda: "2026-12-02")
+
+    for name in ("VLLM_CACHE_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(bootstrap, "start", fake_start)
+    volumes = [RecordingVolume("weights", calls), RecordingVolume("compile", calls)]
+    rt = Runtime({"MODEL": str(tmp_path)}, exit_on_engine_death=False, volumes=volumes,
+                 cache_root=tmp_path / "compile")
+    try:
+        rt.start()
+    finally:
+        rt.stop()
+    assert calls == ["reload weights", "reload compile", "engine", "commit weights",
+                     "commit compile"]
+    assert seen_env == {"VLLM_CACHE_ROOT": str(tmp_path / "compile"),
+                        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "compile" / "inductor"),
+                        "TRITON_CACHE_DIR": str(tmp_path / "compile" / "triton")}
+
+    async def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("no GPU")
+
+    class Failing(RecordingVolume):
+        def commit(self) -> None:
+            raise OSError("volume busy")
+
+    calls.clear()  # a commit that fails is a warning: the container serves anyway
+    rt = Runtime({"MODEL": str(tmp_path)}, exit_on_engine_death=False,
+                 volumes=[Failing("weights", calls)])
+    try:
+        rt.start()
+        assert rt.state.ready_service() is not None
+    finally:
+        rt.stop()
+
+    calls.clear()
+    monkeypatch.setattr(bootstrap, "start", broken)
+    rt = Runtime({}, exit_on_engine_death=False, volumes=volumes)
+    with pytest.raises(RuntimeError, match="no GPU"):
+        rt.start()
+    assert calls == ["reload weights", "reload compile"]
 
 
 def test_exit_shuts_down_and_closes_the_loop(runtime: Runtime) -> None:

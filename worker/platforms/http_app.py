@@ -27,7 +27,13 @@ from worker.openai.errors import (
     is_expected,
     to_openai_error,
 )
-from worker.platforms.http_common import AppState, authorize, read_json, unless_disconnected
+from worker.platforms.http_common import (
+    AppState,
+    RequireApiKey,
+    authorize,
+    read_json,
+    unless_disconnected,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,6 +44,8 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
     app = FastAPI(title="gpt-oss worker", version="1", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.state.worker = state
+    # With API_KEY set, only /health answers without it (the counters around it see the 401).
+    app.add_middleware(RequireApiKey, state=state)
     app.add_middleware(InflightCounter, state=state)
     app.add_middleware(ChatStatusCounter, state=state)
 

@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import SecretStr
 
-from worker.openai.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, Unavailable
+from worker.openai.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unavailable,
+    to_openai_error,
+)
 
 T = TypeVar("T")
 
@@ -45,14 +51,48 @@ class AppState:
         return self.service
 
 
+AUTH_MESSAGE = "invalid or missing API key (Authorization: Bearer <key>)"
+
+
 def authorize(request: Request, state: AppState) -> None:
-    if state.api_key is None:
-        return
-    header = request.headers.get("authorization", "")
+    if state.api_key is not None and not _token_ok(request.headers.get("authorization", ""),
+                                                   state.api_key):
+        raise AuthenticationFailed(AUTH_MESSAGE)
+
+
+# Paths anyone may call with API_KEY set: a bare liveness answer, nothing about the worker.
+OPEN_PATHS = frozenset({"/health"})
+
+
+class RequireApiKey:
+    """ASGI middleware: with an API key set, every HTTP request but `OPEN_PATHS` needs
+    `Authorization: Bearer <key>` (the `/v1` API, `/ready`, `/metrics`, the OpenAPI schema,
+    unknown paths alike); otherwise 401 in the OpenAI error shape, before any route runs."""
+
+    def __init__(self, app: Any, state: AppState):
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (scope["type"] != "http" or self.state.api_key is None
+                or scope["path"] in OPEN_PATHS or _bearer_ok(scope, self.state.api_key)):
+            await self.app(scope, receive, send)
+            return
+        status, body = to_openai_error(AuthenticationFailed(AUTH_MESSAGE))
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def _bearer_ok(scope: Any, key: SecretStr) -> bool:
+    header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+    return _token_ok(header.decode("latin-1"), key)
+
+
+def _token_ok(header: str, key: SecretStr) -> bool:
     scheme, _, token = header.partition(" ")
-    expected = state.api_key.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
-        raise AuthenticationFailed("invalid or missing API key (Authorization: Bearer <key>)")
+    expected = key.get_secret_value().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -66,11 +66,7 @@ def ensure_weights(model: str, *, revision: str | None, cache_dir: Path | None,
     """A complete local snapshot of `model` at `revision` (see the module docstring)."""
     if Path(model).expanduser().is_dir():
         return Path(model).expanduser()
-    from huggingface_hub import constants
-
-    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
-    repo_dir = cache / ("models--" + model.replace("/", "--"))
-    marker = cache / OURS / "weights" / repo_dir.name / f"{_safe(revision or 'main')}.json"
+    cache, repo_dir, marker = _places(model, revision, cache_dir)
     done = _from_marker(marker, repo_dir)
     if done is not None:
         log.info("weights of %s complete in %s (offline, no network)", model, done)
@@ -111,6 +107,26 @@ def ensure_weights(model: str, *, revision: str | None, cache_dir: Path | None,
         os.replace(tmp, marker)
         drop_orphans(repo_dir)
     return repo_dir / "snapshots" / snap.commit
+
+
+def complete_snapshot(model: str, *, revision: str | None,
+                      cache_dir: Path | None) -> Path | None:
+    """The local snapshot when the cache already holds a complete, checked copy of `model`
+    (a local directory is its own snapshot), else None. Sizes only: no network."""
+    if Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    _, repo_dir, marker = _places(model, revision, cache_dir)
+    return _from_marker(marker, repo_dir)
+
+
+def _places(model: str, revision: str | None, cache_dir: Path | None) -> tuple[Path, Path, Path]:
+    """The cache, the repo's folder in it and the completion marker of `revision`."""
+    from huggingface_hub import constants
+
+    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    repo_dir = cache / ("models--" + model.replace("/", "--"))
+    marker = cache / OURS / "weights" / repo_dir.name / f"{_safe(revision or 'main')}.json"
+    return cache, repo_dir, marker
 
 
 def _cached_without_marker(repo_dir: Path, revision: str | None) -> Path | None:
