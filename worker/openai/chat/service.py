@@ -126,6 +126,9 @@ class ChatService:
                 param=param,
             )
         budget = asked if asked is not None else min(room, cap or room)
+        if req.min_tokens and req.min_tokens > budget:
+            raise InvalidRequest(f"min_tokens={req.min_tokens} is above the {budget} tokens "
+                                 "this request may generate", param="min_tokens")
         base = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -137,12 +140,17 @@ class ChatService:
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            min_tokens=req.min_tokens or 0,
         )
         effort = req.reasoning_effort or self.default_effort
         reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
         plan = ChoicePlan(prompt=tuple(prompt), options=base,
                           reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
         forced = _forced_tools(tool_choice, tools)
+        constrained = req.response_format is not None and req.response_format.type != "text"
+        if req.min_tokens and (forced or constrained):
+            raise InvalidRequest("min_tokens applies to free generation only, not with a forced "
+                                 "tool_choice or a JSON response_format", param="min_tokens")
         if forced:
             schemas = {}
             for i, t in enumerate(tools):
