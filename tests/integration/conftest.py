@@ -17,7 +17,7 @@ import pytest
 
 from worker.tiny import ensure_tiny_model
 
-START_TIMEOUT = 240.0
+START_TIMEOUT = 600.0  # generous: an engine start on a loaded 2-core machine can take minutes
 
 
 @pytest.fixture(scope="session")

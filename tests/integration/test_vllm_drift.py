@@ -58,10 +58,12 @@ def test_sampling_and_structured_output_names_exist() -> None:
         max_tokens=4, temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, seed=1,
         presence_penalty=0.1, frequency_penalty=0.1, repetition_penalty=1.1,
         stop_token_ids=[200002], logprobs=2, logit_bias={200002: -5.0}, detokenize=False,
+        min_tokens=2,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=StructuredOutputsParams(json={"type": "object"}),
     )
     assert params.structured_outputs is not None
+    assert params.min_tokens == 2
     StructuredOutputsParams(json_object=True)
     StructuredOutputsParams(choice=["a", "b"])
 
@@ -82,3 +84,23 @@ def test_async_llm_api_we_use() -> None:
     for name in ("from_engine_args", "generate", "abort", "check_health", "shutdown", "errored"):
         assert hasattr(AsyncLLM, name), name
     assert TokensPrompt(prompt_token_ids=[1, 2])["prompt_token_ids"] == [1, 2]
+
+
+def test_every_load_format_we_accept_is_registered() -> None:
+    from vllm.model_executor import model_loader
+
+    registered = set(model_loader._LOAD_FORMAT_TO_MODEL_LOADER)
+    assert set(engine.LOAD_FORMATS) - registered == set()
+
+
+def test_cudagraph_bound_reaches_the_compilation_config() -> None:
+    from vllm.config import CompilationConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    config = engine.EngineConfig(
+        model="m", served_model_names=("m",), device="cuda", engine_args={"model": "m"},
+        load_format="dummy", cudagraph_capture_max=64)
+    args = AsyncEngineArgs(**config.vllm_args())
+    assert isinstance(args.compilation_config, CompilationConfig)
+    assert getattr(args.compilation_config, engine.CUDAGRAPH_MAX_KEY) == 64
+    assert args.load_format == "dummy"

@@ -39,6 +39,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=0,
                     help="requests per level (default: 4 x concurrency, at least 8)")
     ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--min-tokens", type=int,
+                    help="send min_tokens (vLLM's extension, also this worker's): no stop "
+                         "before this many tokens; equal to --max-tokens, every request "
+                         "generates exactly that many, so two servers do the same work")
     ap.add_argument("--seed", type=int, help="request i sends seed + i (default: no seed)")
     ap.add_argument("--price-per-hour", type=float,
                     help="what the endpoint's GPU costs per hour, in dollars")
@@ -152,7 +156,8 @@ async def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         for level in args.concurrency:
             n = args.requests or max(8, 4 * level)
             spec = LoadSpec(model=model, concurrency=level, requests=n,
-                            max_tokens=args.max_tokens, seed=args.seed)
+                            max_tokens=args.max_tokens, seed=args.seed,
+                            min_tokens=args.min_tokens)
             records, wall = await run_load(client, spec, Progress(sys.stderr, level, n))
             s = summarize(records, wall, level)
             summaries.append(s)

@@ -38,6 +38,9 @@ class LoadSpec:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     seed: int | None = 0  # request i sends seed + i (None: no seed)
     extra_body: dict[str, Any] | None = None
+    # min_tokens (vLLM's extension, also this worker's): with min_tokens = max_tokens every
+    # request generates exactly max_tokens, so two servers do the same work whatever the model
+    min_tokens: int | None = None
 
 
 @dataclass
@@ -45,6 +48,8 @@ class RequestRecord:
     start: float
     end: float = 0.0
     first_text: float | None = None  # first chunk with generated text (content/reasoning/tool)
+    first_chunk: float | None = None  # first chunk with a choice (vLLM sends its role chunk
+    # with the first generated token; this worker sends it before)
     text_times: list[float] = field(default_factory=list)
     completion_tokens: int = 0
     prompt_tokens: int = 0
@@ -66,6 +71,7 @@ class Summary:
     ttft_p95_s: float
     itl_p50_s: float
     latency_p50_s: float
+    first_chunk_p50_s: float = math.nan
 
     def cost_per_million(self, price_per_hour: float) -> float:
         """Dollars per million output tokens at `price_per_hour` for the whole machine."""
@@ -103,6 +109,8 @@ def summarize(records: Sequence[RequestRecord], wall_s: float, concurrency: int)
         ttft_p95_s=percentile(ttfts, 95),
         itl_p50_s=percentile(gaps, 50),
         latency_p50_s=percentile([r.end - r.start for r in ok], 50),
+        first_chunk_p50_s=percentile(
+            [r.first_chunk - r.start for r in ok if r.first_chunk is not None], 50),
     )
 
 
@@ -127,8 +135,11 @@ async def one_request(client: Any, spec: LoadSpec, index: int) -> RequestRecord:
     }
     if spec.seed is not None:
         kwargs["seed"] = spec.seed + index
-    if spec.extra_body:
-        kwargs["extra_body"] = spec.extra_body
+    extra = dict(spec.extra_body or {})
+    if spec.min_tokens is not None:
+        extra["min_tokens"] = spec.min_tokens
+    if extra:
+        kwargs["extra_body"] = extra
     rec = RequestRecord(start=time.perf_counter())
     chunks = 0
     try:
@@ -139,6 +150,8 @@ async def one_request(client: Any, spec: LoadSpec, index: int) -> RequestRecord:
                 rec.completion_tokens = int(chunk.usage.completion_tokens)
                 rec.prompt_tokens = int(chunk.usage.prompt_tokens)
                 rec.usage_reported = True
+            if chunk.choices and rec.first_chunk is None:
+                rec.first_chunk = now
             for choice in chunk.choices:
                 if _has_text(choice.delta):
                     chunks += 1

@@ -29,6 +29,8 @@ class SamplingOptions:
     repetition_penalty: float = 1.0
     # Generation ends when one of these is sampled (it is included in the output).
     stop_token_ids: tuple[int, ...] = ()
+    # No stop token (nor end of sequence) before this many tokens are generated.
+    min_tokens: int = 0
     # Number of top alternatives to return per token; None = no logprobs at all.
     logprobs: int | None = None
     # (token id, bias) pairs added to the logits before sampling (OpenAI's logit_bias).

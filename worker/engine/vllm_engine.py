@@ -39,8 +39,13 @@ ENGINE_ARG_NAMES = frozenset({
     "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
     "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
     "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
-    "enable_sleep_mode",
+    "enable_sleep_mode", "load_format", "compilation_config",
 })
+# vLLM model loaders LOAD_FORMAT may name (registered in vLLM 0.26 and 0.32; checked by the
+# drift test). `dummy` builds the model from its config with random weights.
+LOAD_FORMATS = ("auto", "safetensors", "fastsafetensors", "runai_streamer", "dummy")
+# CompilationConfig key bounding the CUDA-graph batch sizes (both releases).
+CUDAGRAPH_MAX_KEY = "max_cudagraph_capture_size"
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,22 @@ class EngineConfig:
     engine_args: Mapping[str, Any]  # AsyncEngineArgs field -> value
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # set before import
     warmup: bool = True
+    load_format: str = "auto"  # one of LOAD_FORMATS
+    cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
+
+    def vllm_args(self) -> dict[str, Any]:
+        """`engine_args` plus what the fields above mean in vLLM's names."""
+        unknown = set(self.engine_args) - ENGINE_ARG_NAMES
+        if unknown:
+            raise ValueError(f"engine arguments not known to this worker: {sorted(unknown)}")
+        if self.load_format not in LOAD_FORMATS:
+            raise ValueError(f"load format {self.load_format!r} is not one of {LOAD_FORMATS}")
+        args = dict(self.engine_args)
+        if self.load_format != "auto":
+            args["load_format"] = self.load_format
+        if self.cudagraph_capture_max is not None and not args.get("enforce_eager"):
+            args["compilation_config"] = {CUDAGRAPH_MAX_KEY: self.cudagraph_capture_max}
+        return args
 
 
 class VllmEngine:
@@ -84,10 +105,7 @@ class VllmEngine:
 
         log.info("imported vLLM %s in %.1fs", vllm.__version__, time.perf_counter() - t0)
         phases["vllm_import"] = round(time.perf_counter() - t0, 3)
-        unknown = set(config.engine_args) - ENGINE_ARG_NAMES
-        if unknown:
-            raise ValueError(f"engine arguments not known to this worker: {sorted(unknown)}")
-        args = AsyncEngineArgs(**dict(config.engine_args))
+        args = AsyncEngineArgs(**config.vllm_args())
         t1 = time.perf_counter()
         with monitor.watching() if monitor else contextlib.nullcontext():
             llm = AsyncLLM.from_engine_args(args)
@@ -104,6 +122,7 @@ class VllmEngine:
                 "vllm_version": vllm.__version__,
                 "attention_backend": str(config.engine_args.get("attention_backend") or "auto"),
                 "kv_cache_dtype": str(vcfg.cache_config.cache_dtype),
+                "load_format": config.load_format,
                 "tensor_parallel_size": int(vcfg.parallel_config.tensor_parallel_size),
                 "build_seconds": round(time.perf_counter() - t1, 2),
             },
@@ -159,6 +178,7 @@ class VllmEngine:
             top_p=o.top_p,
             top_k=o.top_k,
             min_p=o.min_p,
+            min_tokens=o.min_tokens,
             seed=o.seed,
             presence_penalty=o.presence_penalty,
             frequency_penalty=o.frequency_penalty,

@@ -29,6 +29,10 @@ TINY_MODEL_NAME = "tiny-gpt-oss"
 STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True,
                       "enable_in_reasoning": True}
 
+DUMMY_BANNER = ("\n" + "!" * 78 + "\n  LOAD_FORMAT=dummy: RANDOM WEIGHTS. Every answer from this "
+                "server is NOISE.\n  The model has the real shape, so speed and start-up "
+                "cost are real; nothing else is.\n" + "!" * 78)
+
 
 @dataclass
 class Timeline:
@@ -87,6 +91,7 @@ def plan_request(settings: Settings) -> Any:
         max_num_batched_tokens=settings.max_num_batched_tokens,
         attention_backend_override=settings.attention_backend_override,
         quantization=settings.quantization,
+        max_cudagraph_capture_size=settings.max_cudagraph_capture_size,
     )
 
 
@@ -110,6 +115,13 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         choice = choose_default_model(gpu, req)
         model = choice.model
         log.info("MODEL not set: %s (%s)", model, choice.reason)
+    if settings.load_format == "dummy":
+        if not (Path(model) / "config.json").is_file():
+            raise SettingsError(
+                f"LOAD_FORMAT=dummy builds the model from a local config.json alone, and "
+                f"MODEL={model!r} is no such folder: write one with `python -m worker.tiny "
+                "--kind shape-20b --cache DIR` (or shape-120b) and set MODEL to it")
+        log.warning(DUMMY_BANNER)
     shape = known_model(model)
     if shape is None:
         if not (Path(model) / "config.json").is_file():
@@ -153,6 +165,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
     config = EngineConfig(
         model=model, served_model_names=served, device=plan.device,
         engine_args={k: v for k, v in args.items() if v is not None}, env=env_extra,
+        load_format=settings.load_format, cudagraph_capture_max=plan.cudagraph_capture_max,
     )
     return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)
 

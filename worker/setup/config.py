@@ -55,6 +55,13 @@ class Settings(BaseModel):
         "MODEL_CACHE_DIR", group="Model",
         doc="Where weights are cached. Unset: `/runpod-volume/huggingface-cache` when a "
         "RunPod network volume is mounted, else the Hugging Face default."))
+    load_format: str = Field("auto", json_schema_extra=_env(
+        "LOAD_FORMAT", group="Model",
+        doc="How vLLM reads the weights: `auto` (safetensors), `safetensors`, "
+        "`fastsafetensors` (needs the fastsafetensors package), `runai_streamer` (needs "
+        "runai-model-streamer), or `dummy`: random weights at the model's real shape, "
+        "config only, for benchmarks (`python -m worker.tiny --kind shape-20b`); every "
+        "answer is then noise."))
     quantization: Literal["auto", "mxfp4", "fp8", "awq", "gptq"] = Field(
         "auto", json_schema_extra=_env(
             "QUANTIZATION", group="Memory & performance",
@@ -86,6 +93,12 @@ class Settings(BaseModel):
     enable_chunked_prefill: bool = Field(True, json_schema_extra=_env(
         "ENABLE_CHUNKED_PREFILL", group="Memory & performance",
         doc="Split long prefills into chunks."))
+    max_cudagraph_capture_size: int | None = Field(None, ge=0, le=8192, json_schema_extra=_env(
+        "MAX_CUDAGRAPH_CAPTURE_SIZE", group="Memory & performance",
+        doc="Largest batch captured as a CUDA graph. Unset: MAX_NUM_SEQS, rounded up to "
+        "vLLM's size steps: every decode step runs from a graph, and start-up captures only "
+        "the sizes that can occur (vLLM's own default for gpt-oss goes up to 1024, which "
+        "adds a minute to a cold start at the 120b size). 0: vLLM's default."))
     enforce_eager: bool = Field(False, json_schema_extra=_env(
         "ENFORCE_EAGER", group="Memory & performance",
         doc="Disable CUDA graphs and torch.compile (faster start, slower decode)."))
@@ -158,6 +171,16 @@ class Settings(BaseModel):
     show_loading_progress: bool = Field(False, json_schema_extra=_env(
         "SHOW_LOADING_PROGRESS", group="Loading & monitoring",
         doc="Print each start-up phase as it happens."))
+
+    @field_validator("load_format")
+    @classmethod
+    def _load_format(cls, v: str) -> str:
+        from worker.engine.vllm_engine import LOAD_FORMATS
+
+        key = v.strip().lower()
+        if key not in LOAD_FORMATS:
+            raise ValueError(f"must be one of {', '.join(LOAD_FORMATS)}")
+        return key
 
     @field_validator("attention_backend_override")
     @classmethod

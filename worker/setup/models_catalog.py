@@ -82,6 +82,7 @@ GPT_OSS_20B = ModelShape(
 )
 
 KNOWN_MODELS: dict[str, ModelShape] = {m.name: m for m in (GPT_OSS_120B, GPT_OSS_20B)}
+_EXPERTS = {GPT_OSS_120B.name: 128, GPT_OSS_20B.name: 32}  # num_local_experts
 
 
 def known_model(model: str) -> ModelShape | None:
@@ -156,10 +157,30 @@ def weight_bytes_from_dir(path: str | Path) -> int:
 
 
 def shape_from_dir(path: str | Path, name: str = "") -> ModelShape:
-    """Read `<path>/config.json` and size the weights next to it."""
+    """Read `<path>/config.json` and size the weights next to it. A folder with no weights
+    (a config for `LOAD_FORMAT=dummy`, see `worker.tiny.shapes`) that has a catalogued
+    model's shape gets that model's loaded size."""
     folder = Path(path)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    return shape_from_config(config, weight_bytes_from_dir(folder), name=name or str(folder))
+    size = weight_bytes_from_dir(folder) or catalog_weight_bytes(config)
+    return shape_from_config(config, size, name=name or str(folder))
+
+
+def catalog_weight_bytes(config: Mapping[str, Any]) -> int:
+    """The loaded size of the catalogued model whose shape `config` has, else 0."""
+    try:
+        shape = shape_from_config(config, 0)
+    except ValueError:
+        return 0
+    experts = config.get("num_local_experts")
+    for known in KNOWN_MODELS.values():
+        same = (shape.num_layers, shape.num_kv_heads, shape.head_dim, shape.hidden_size,
+                shape.vocab_size, shape.is_mxfp4) == (
+            known.num_layers, known.num_kv_heads, known.head_dim, known.hidden_size,
+            known.vocab_size, known.is_mxfp4)
+        if same and experts == _EXPERTS.get(known.name):
+            return known.weight_bytes
+    return 0
 
 
 def _first_int(cfg: Mapping[str, Any], *keys: str) -> int | None:

@@ -68,6 +68,7 @@ class PlanRequest:
     attention_backend_override: str | None = None
     quantization: str = "auto"
     cpu_kv_cache_gib: int | None = None  # None: sized for the context, 1-4 GiB
+    max_cudagraph_capture_size: int | None = None  # None: bounded by max_num_seqs; 0: vLLM's
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class EnginePlan:
     env: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
 
 
 def default_backend(arch: Architecture | str) -> str:
@@ -188,7 +190,26 @@ def _plan_gpu(gpu: GpuInfo, model: ModelShape, req: PlanRequest) -> EnginePlan:
         tensor_parallel_size=tp, max_model_len=length, max_num_batched_tokens=batched,
         max_num_seqs=req.max_num_seqs, gpu_memory_utilization=req.gpu_memory_utilization,
         quantization=req.quantization, moe_backend=moe, fit=fit, env=env, warnings=warnings,
-        notes=notes)
+        notes=notes, cudagraph_capture_max=cudagraph_bound(req, batched))
+
+
+def graph_size_step(n: int) -> int:
+    """The smallest CUDA-graph batch size of vLLM's grid (1, 2, 4, multiples of 8 to 256,
+    then of 16) that holds `n`."""
+    if n <= 4:
+        return 1 if n <= 1 else (2 if n == 2 else 4)
+    step = 8 if n <= 256 else 16
+    return -(-n // step) * step
+
+
+def cudagraph_bound(req: PlanRequest, batched: int) -> int | None:
+    """The largest batch worth a CUDA graph: a decode step runs at most MAX_NUM_SEQS
+    sequences, so graphs above that are never replayed for decode; capturing them costs start
+    time (vLLM's gpt-oss default goes to 1024: over a minute at the 120b size on an H200)."""
+    if req.max_cudagraph_capture_size == 0:
+        return None
+    wanted = req.max_cudagraph_capture_size or graph_size_step(req.max_num_seqs)
+    return max(1, min(wanted, batched))
 
 
 def _choose_backend(arch: Architecture, req: PlanRequest, warnings: list[str]) -> str:

@@ -5,7 +5,9 @@ specials); `ensure_tiny_model("scripted", cache)` gives one whose greedy output 
 Harmony chosen from the prompt (see `worker.tiny.scripted`). Both load in vLLM (bf16) and
 transformers. `ensure_tiny_model("random-mxfp4", cache)` gives a random model in the real
 gpt-oss MXFP4 checkpoint format (hidden 1024, ~840 MB; see `worker.tiny.mxfp4`): vLLM runs it
-on a GPU only, transformers dequantises it on any device. Importing this package is instant:
+on a GPU only, transformers dequantises it on any device. `ensure_tiny_model("shape-20b", cache)`
+(or `shape-120b`) is not tiny: gpt-oss's real config with no weights, for `LOAD_FORMAT=dummy`
+(see `worker.tiny.shapes`). Importing this package is instant:
 torch, transformers and openai_harmony load inside the functions.
 """
 
@@ -23,8 +25,8 @@ from worker.tiny.tokenizer import build_tokenizer
 
 __all__ = ["KINDS", "TOKENIZER_DIRNAME", "build_tokenizer", "ensure_tiny_model", "model_dirname"]
 
-Kind = Literal["random", "scripted", "random-mxfp4"]
-KINDS: tuple[Kind, ...] = ("random", "scripted", "random-mxfp4")
+Kind = Literal["random", "scripted", "random-mxfp4", "shape-20b", "shape-120b"]
+KINDS: tuple[Kind, ...] = ("random", "scripted", "random-mxfp4", "shape-20b", "shape-120b")
 VERSION = "v1"
 TOKENIZER_DIRNAME = f"tiny-o200k-tokenizer-{VERSION}"
 
@@ -83,6 +85,10 @@ def ensure_tiny_model(kind: Kind, cache_dir: Path) -> Path:
             from worker.tiny.models import build_random_model
 
             build_random_model(tmp)
+        elif kind in ("shape-20b", "shape-120b"):
+            from worker.tiny.shapes import build_shape_model
+
+            build_shape_model(tmp, kind)
         elif kind == "random-mxfp4":
             from worker.tiny.mxfp4 import build_random_mxfp4_model
 

@@ -223,6 +223,8 @@ class ChatCompletionRequest(_Req):
     repetition_penalty: Annotated[float, Field(gt=0, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    # vLLM's extension: no stop (end of message, tool call) before this many tokens.
+    min_tokens: Annotated[int, Field(ge=0)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     logprobs: bool | None = False
@@ -310,6 +312,11 @@ def validate_request(req: ChatCompletionRequest) -> None:
     check_logit_bias(req.logit_bias)
     if req.top_logprobs is not None and req.top_logprobs > 0 and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
+    asked = req.effective_max_tokens()
+    if req.min_tokens and asked is not None and req.min_tokens > asked:
+        which = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        raise InvalidRequest(f"min_tokens={req.min_tokens} is above {which}={asked}",
+                             param="min_tokens")
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest(
             "stream_options is only allowed when stream is true", param="stream_options"

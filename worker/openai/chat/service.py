@@ -135,6 +135,9 @@ class ChatService:
                 param=param,
             )
         budget = asked if asked is not None else min(room, cap or room)
+        if req.min_tokens and req.min_tokens > budget:
+            raise InvalidRequest(f"min_tokens={req.min_tokens} is above the {budget} tokens "
+                                 "this request may generate", param="min_tokens")
         base = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -148,6 +151,7 @@ class ChatService:
             repetition_penalty=req.repetition_penalty or 1.0,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
             logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
+            min_tokens=req.min_tokens or 0,
         )
         effort = req.reasoning_effort or self.default_effort
         reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
@@ -163,6 +167,9 @@ class ChatService:
             if answer_schema is not None:
                 _check_schema(answer_schema, "response_format.json_schema.schema")
             answer = JsonAnswer(answer_schema)
+        if req.min_tokens and (must_call or answer is not None):
+            raise InvalidRequest("min_tokens applies to free generation only, not with a forced "
+                                 "tool_choice or a JSON response_format", param="min_tokens")
         plan = ChoicePlan(prompt=tuple(prompt), options=base, tools=tools, must_call=must_call,
                           answer=answer,
                           reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
