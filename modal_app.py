@@ -48,7 +48,8 @@ WORKER_VARS = ("MODEL", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN",
                "VLLM_ATTENTION_BACKEND_OVERRIDE", "ENABLE_AUTO_TOOL_CHOICE", "TOOL_CALL_PARSER",
                "DEFAULT_REASONING_EFFORT", "LOG_LEVEL", "SHOW_LOADING_PROGRESS",
                "MAX_REQUEST_BYTES", "MAX_COMPLETION_TOKENS_LIMIT", "MAX_N", "MAX_MESSAGES",
-               "MAX_BATCH_LINES")
+               "MAX_BATCH_LINES", "MAX_STOP_SEQUENCES", "MAX_STOP_CHARS", "MAX_SCHEMA_BYTES",
+               "SCHEMA_COMPILE_SECONDS")
 DEPLOY_VARS = ("MODAL_APP_NAME", "MODAL_GPU", "MODAL_GPU_COUNT", "MODAL_TIMEOUT",
                "MODAL_STARTUP_TIMEOUT", "MODAL_SCALEDOWN_WINDOW", "MODAL_MIN_CONTAINERS",
                "MODAL_MAX_CONTAINERS", "MODAL_MAX_INPUTS", "MODAL_TARGET_INPUTS",
@@ -228,16 +229,16 @@ class Runtime:
         return await self.engine_loop.call(run_batch(service, lines, max_lines=limit))
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from worker.openai.chat.protocol import ChatCompletionRequest
+        from worker.openai.chat.protocol import parse_chat_request
         from worker.openai.errors import InvalidRequest, to_openai_error
 
         try:
             service = self.state.ready_service()
-            req = ChatCompletionRequest.model_validate(body)
+            req = parse_chat_request(body)
             if req.stream:
                 raise InvalidRequest("chat() returns one completion; stream over HTTP (web)",
                                      param="stream")
-            result = await service.complete(service.prepare(req))
+            result = await service.complete(await service.admit(req))
         except Exception as exc:
             status, error = to_openai_error(exc)
             if status >= 500:
