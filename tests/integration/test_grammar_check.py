@@ -29,7 +29,7 @@ async def checker(random_model: Path, tiny_cache: Path) -> AsyncIterator[Grammar
     c = GrammarChecker(GrammarSpec(tokenizer=str(tokenizer), revision=None, cache_dir=None,
                                    vocab_size=201088))
     yield c
-    c.close()
+    await c.aclose()
 
 
 async def test_a_good_schema_compiles_and_a_bad_one_is_refused(checker: GrammarChecker) -> None:

@@ -86,7 +86,7 @@ class GrammarChecker:
         except TimeoutError:
             log.warning("a JSON schema did not compile in %.1f s; restarting the checker",
                         time_limit)
-            self.close()
+            await self.aclose()
             # not cached: a busier moment may have been the cause
             raise RequestRejected(
                 f"the schema did not compile within {time_limit:g} s; simplify it (smaller "
@@ -131,6 +131,13 @@ class GrammarChecker:
         self._cache[schema] = verdict
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
+
+    async def aclose(self) -> None:
+        """Kill the child and reap it."""
+        proc = self._proc
+        self.close()
+        if proc is not None:
+            await proc.wait()
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -253,7 +253,7 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         if self._grammar is not None:
-            self._grammar.close()
+            await self._grammar.aclose()
         llm, self._llm, self._dead = self._llm, None, True
         if llm is None:
             return
