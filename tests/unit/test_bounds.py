@@ -162,3 +162,16 @@ def test_huge_tools_are_named_when_they_overflow_the_context() -> None:
         svc.prepare(parse_chat_request({"messages": [{"role": "user",
                                                       "content": "word " * 5000}]}))
     assert info.value.param == "messages"
+
+
+async def test_a_batch_line_with_an_unhashable_custom_id_fails_alone() -> None:
+    from worker.openai.batch import run_batch
+
+    svc, _ = service()
+    good = {"custom_id": "ok", "body": {"messages": HI, "max_tokens": 2}}
+    out = await run_batch(svc, [{"custom_id": {"a": 1}, "body": {"messages": HI}},
+                                {"custom_id": "\ud800", "body": {"messages": HI}}, good],
+                          max_lines=8)
+    assert [line["response"]["body"].get("error", {}).get("param") for line in out] == \
+        ["custom_id", "custom_id", None]
+    assert out[1]["custom_id"] is None  # never echoed back unencodable
