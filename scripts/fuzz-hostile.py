@@ -4,7 +4,8 @@ Prints the figures and the table of RELIABILITY.md (fields x hostile value kinds
 cell the statuses the endpoints answered) and exits 1 if any case broke the property
 (a 5xx, a 4xx not naming the field, or no answer to a normal request right after).
 
-    python scripts/fuzz-hostile.py > /tmp/hostile.md
+    python scripts/fuzz-hostile.py > /tmp/hostile.md                 # every endpoint
+    python scripts/fuzz-hostile.py "http chat" > /tmp/hostile.md     # some of them
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from tests.unit.test_fuzz_hostile import (
 )
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    endpoints = [e for e in ENDPOINTS if not argv or e in argv]
     cells: dict[tuple[str, str], set[int]] = defaultdict(set)
-    per_endpoint: dict[str, Counter[str]] = {e: Counter() for e in ENDPOINTS}
+    per_endpoint: dict[str, Counter[str]] = {e: Counter() for e in endpoints}
     failures: list[str] = []
     t0 = time.monotonic()
-    for endpoint in ENDPOINTS:
+    for endpoint in endpoints:
         for case in all_cases():
             if not applies(endpoint, case):
                 continue
@@ -65,4 +67,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
