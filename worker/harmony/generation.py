@@ -149,13 +149,16 @@ async def run_choice(
                     yield events
         else:
             yield run.inject(final_prefix_tokens())
-            opts = replace(
-                plan.options, max_tokens=run.budget, stop_token_ids=stops,
-                json_schema=plan.json_schema, json_object=plan.json_schema is None,
-            )
-            async with aclosing(run.generate(opts, "j")) as gen:
-                async for _, events in gen:
-                    yield events
+            if run.budget <= 0:  # the header took the last of the budget
+                result.finish_reason = "length"
+            else:
+                opts = replace(
+                    plan.options, max_tokens=run.budget, stop_token_ids=stops,
+                    json_schema=plan.json_schema, json_object=plan.json_schema is None,
+                )
+                async with aclosing(run.generate(opts, "j")) as gen:
+                    async for _, events in gen:
+                        yield events
     yield run.parser.finish()
     result.malformed = run.parser.malformed
     result.reasoning_tokens = run.parser.reasoning_tokens
