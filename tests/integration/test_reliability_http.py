@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -20,6 +21,15 @@ import psutil
 import pytest
 
 from tests.bad_inputs import JSON_CASES, RAW_CASES, Case
+from tests.hostile import (
+    CHAT_TEMPLATES,
+    Answer,
+    all_cases,
+    check_answer,
+    encode,
+    error_answer,
+    mutate,
+)
 
 from .conftest import Server, run_server
 from .runpod_queue import _children, _cmdline
@@ -60,6 +70,61 @@ def test_bad_input_matrix_over_http(server: Server, reliability: dict) -> None:
         ok = client.post(url, json={**HELLO, "max_tokens": 5})  # still serving
         assert ok.status_code == 200
     reliability["bad_input_http"] = {"cases": len(cases), "5xx": 0}
+
+
+def real_template(name: str) -> dict:
+    """A hostile-fuzzing template for the real server: its model name, few tokens."""
+    template = {**CHAT_TEMPLATES[name], "model": "tiny-random"}
+    if "max_tokens" not in template and "max_completion_tokens" not in template:
+        template["max_tokens"] = 16
+    return template
+
+
+def test_hostile_values_over_real_http(server: Server, reliability: dict) -> None:
+    """A fixed-seed sample of tests/hostile.py's cases on the real CPU engine: never a 5xx,
+    a 4xx names the mutated field, and a normal request is answered after each."""
+    cases = random.Random(19).sample(all_cases(), 150)
+    statuses: dict[int, int] = {}
+    url = f"{server.base_url}/chat/completions"
+    with httpx.Client(timeout=300) as client:
+        for case in cases:
+            body = mutate(real_template(case.template), case.path, case.kind)
+            r = client.post(url, content=encode(body).encode(),
+                            headers={"content-type": "application/json"})
+            answer = (Answer(r.status_code) if r.status_code < 400
+                      else error_answer(r.status_code, r.json()))
+            check_answer(answer, case)
+            if r.status_code == 200 and body.get("stream") is not True:
+                assert r.json()["choices"], r.text[:300]
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            ok = client.post(url, json={**HELLO, "max_tokens": 5})
+            assert ok.status_code == 200, ok.text[:300]
+    reliability["hostile_http"] = {"cases": len(cases), "statuses": statuses}
+
+
+def test_a_schema_too_slow_to_compile_is_refused_while_others_are_served(
+        server: Server, reliability: dict) -> None:
+    slow = {**HELLO, "max_tokens": 16, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "s", "schema": {"type": "string", "maxLength": 5_000_000}}}}
+
+    async def both() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=600) as client:
+            refused = asyncio.create_task(client.post("/chat/completions", json=slow))
+            await asyncio.sleep(0.5)
+            normal = await client.post("/chat/completions", json={**HELLO, "max_tokens": 5})
+            return await refused, normal
+
+    refused, normal = asyncio.run(both())
+    assert normal.status_code == 200, normal.text[:300]
+    assert refused.status_code == 400, refused.text[:300]
+    err = refused.json()["error"]
+    assert err["param"] == "response_format.json_schema.schema"
+    assert "did not compile within" in err["message"]
+    again = httpx.post(f"{server.base_url}/chat/completions", timeout=600, json={
+        **HELLO, "max_tokens": 16, "response_format": {"type": "json_schema", "json_schema": {
+            "name": "a", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}}})
+    assert again.status_code == 200, again.text[:300]  # the checker serves on
+    reliability["schema_time_limit_http"] = {"refused": err["message"]}
 
 
 def test_cancellation_storm(server: Server, reliability: dict) -> None:

@@ -14,6 +14,7 @@ from worker.engine.api import (
     EngineDeadError,
     EngineInfo,
     GenerationDelta,
+    RequestRejected,
     SamplingOptions,
     TokenLogprob,
 )
@@ -30,6 +31,8 @@ class FakeEngine:
         self.running: set[str] = set()
         self.aborted: list[str] = []
         self.dead = False
+        self.schemas_checked: list[str] = []
+        self.reject_schemas = False
         self._info = EngineInfo(model="fake", served_model_names=names,
                                 max_model_len=max_model_len, max_num_seqs=16, device="cpu")
 
@@ -76,6 +79,12 @@ class FakeEngine:
         finally:
             if request_id in self.running:
                 self.running.discard(request_id)
+
+    async def check_schema(self, schema: str, *, time_limit: float) -> None:
+        self.schemas_checked.append(schema)
+        if self.reject_schemas:
+            raise RequestRejected("the fake grammar backend rejects every schema",
+                                  structured=True)
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)

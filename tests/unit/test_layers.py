@@ -98,15 +98,25 @@ def test_no_import_cycles() -> None:
             visit(start, [start])
 
 
-def test_only_the_engine_module_imports_vllm() -> None:
+def importers(package: str) -> set[str]:
     users = set()
     for name, path in modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
             mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(m == "vllm" or m.startswith("vllm.") for m in mods):
+            if any(m == package or m.startswith(package + ".") for m in mods):
                 users.add(name)
-    assert users == {"worker.engine.vllm_engine"}
+    return users
+
+
+def test_only_the_engine_module_imports_vllm() -> None:
+    assert importers("vllm") == {"worker.engine.vllm_engine"}
+
+
+def test_only_the_engine_schema_checker_imports_xgrammar() -> None:
+    # vLLM's grammar library, used by the vLLM engine's checker child (never vLLM itself)
+    assert importers("xgrammar") == {"worker.engine.grammar_check"}
+    assert {m for m in importers("worker.engine.grammar_check")} == {"worker.engine.vllm_engine"}
 
 
 def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:

@@ -116,6 +116,11 @@ class Engine(Protocol):
 
     async def abort(self, request_id: str) -> None: ...
 
+    async def check_schema(self, schema: str, *, time_limit: float) -> None:
+        """Raise RequestRejected (structured) unless the engine's grammar backend compiles
+        `schema` (JSON text) within `time_limit` seconds. Never blocks the event loop."""
+        ...
+
     async def num_unfinished(self) -> int:
         """Requests the engine still holds (running or waiting)."""
         ...

@@ -28,6 +28,7 @@ from worker.engine.api import (
     StartupMonitor,
     TokenLogprob,
 )
+from worker.engine.grammar_check import GrammarChecker, GrammarSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,13 @@ class EngineConfig:
 class VllmEngine:
     """`Engine` on an in-process vLLM `AsyncLLM`."""
 
-    def __init__(self, llm: Any, info: EngineInfo, modules: dict[str, Any]):
+    def __init__(self, llm: Any, info: EngineInfo, modules: dict[str, Any],
+                 grammar: GrammarChecker | None = None):
         self._llm = llm
         self._info = info
         self._m = modules
         self._dead = False
+        self._grammar = grammar
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -133,12 +136,14 @@ class VllmEngine:
             "StructuredOutputsParams": StructuredOutputsParams,
             "DELTA": RequestOutputKind.DELTA,
         }
-        engine = cls(llm, info, modules)
+        engine = cls(llm, info, modules, grammar=_grammar_checker(config, vcfg))
         log.info("engine ready: %s", {**info.details, "max_model_len": info.max_model_len})
         if config.warmup:
             t2 = time.perf_counter()
             await engine.warmup()
             phases["warmup"] = round(time.perf_counter() - t2, 3)
+        if engine._grammar is not None:
+            engine._grammar.start_soon()
         return engine
 
     async def warmup(self) -> None:
@@ -255,6 +260,10 @@ class VllmEngine:
             self._dead = True
             raise EngineDeadError(f"engine health check failed: {type(exc).__name__}") from exc
 
+    async def check_schema(self, schema: str, *, time_limit: float) -> None:
+        if self._grammar is not None:
+            await self._grammar.check(schema, time_limit=time_limit)
+
     async def sleep(self, level: int = 1) -> None:
         """Free GPU memory (vLLM sleep mode) before a memory snapshot."""
         await self._llm.reset_prefix_cache()
@@ -264,6 +273,8 @@ class VllmEngine:
         await self._llm.wake_up()
 
     async def shutdown(self) -> None:
+        if self._grammar is not None:
+            await self._grammar.aclose()
         llm, self._llm, self._dead = self._llm, None, True
         if llm is None:
             return
@@ -276,6 +287,19 @@ class VllmEngine:
         llm.shutdown = _noop
         del llm
         gc.collect()
+
+
+def _grammar_checker(config: EngineConfig, vcfg: Any) -> GrammarChecker | None:
+    """A checker compiling schemas the way this engine's xgrammar backend does (None when
+    structured outputs use another backend)."""
+    so = vcfg.structured_outputs_config
+    if not str(so.backend).startswith("xgrammar"):
+        return None
+    args = config.engine_args
+    return GrammarChecker(GrammarSpec(
+        tokenizer=str(args.get("tokenizer") or config.model), revision=args.get("revision"),
+        cache_dir=args.get("download_dir"), vocab_size=int(vcfg.model_config.get_vocab_size()),
+        any_whitespace=not so.disable_any_whitespace))
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:

@@ -269,6 +269,9 @@ async def _forced_answer(run: _Run) -> AsyncGenerator[list[Any], None]:
         run.result.finish_reason = "length"
         return
     yield run.inject(final_prefix_tokens())
+    if run.budget <= 0:  # the header took the last of the budget
+        run.result.finish_reason = "length"
+        return
     async with aclosing(run.generate(_answer_options(run), "j", end_with=RETURN)) as gen:
         async for _, events in gen:
             yield events

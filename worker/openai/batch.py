@@ -22,10 +22,9 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from pydantic import ValidationError
-
-from worker.openai.chat.protocol import ChatCompletionRequest
-from worker.openai.errors import InvalidRequest, PayloadTooLarge, openai_error, to_openai_error
+from worker.openai.bounds import check_body, is_text
+from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
+from worker.openai.errors import InvalidRequest, PayloadTooLarge, openai_error
 
 BATCH_URL = "/v1/chat/completions"
 
@@ -35,15 +34,13 @@ async def run_batch(service: Any, lines: list[Any], *, max_lines: int) -> list[d
     if len(lines) > max_lines:
         raise PayloadTooLarge(f"a batch holds at most {max_lines} lines; this one has "
                               f"{len(lines)}", param="batch")
-    ids = Counter(line.get("custom_id") for line in lines if isinstance(line, dict))
+    ids = Counter(_custom_id(line) for line in lines)
 
     async def one(index: int, line: Any) -> dict[str, Any]:
-        custom_id = line.get("custom_id") if isinstance(line, dict) else None
-        if not isinstance(custom_id, str):
-            custom_id = None
+        custom_id = _custom_id(line)
         try:
             req = _validate_line(line, index, ids)
-            result = await service.complete(service.prepare(req))
+            result = await service.complete(await service.admit(req))
         except Exception as exc:
             return _failed(custom_id, exc)
         return {
@@ -60,9 +57,16 @@ async def run_batch(service: Any, lines: list[Any], *, max_lines: int) -> list[d
     return list(await asyncio.gather(*(one(i, line) for i, line in enumerate(lines))))
 
 
+def _custom_id(line: Any) -> str | None:
+    """The line's custom_id when it can be echoed back (a string of valid Unicode)."""
+    custom_id = line.get("custom_id") if isinstance(line, dict) else None
+    return custom_id if isinstance(custom_id, str) and is_text(custom_id) else None
+
+
 def _validate_line(line: Any, index: int, ids: Counter[Any]) -> ChatCompletionRequest:
     if not isinstance(line, dict):
         raise InvalidRequest(f"batch line {index} is not a JSON object", param=None)
+    check_body({k: v for k, v in line.items() if k != "body"})
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise InvalidRequest("custom_id is required: a non-empty string", param="custom_id")
@@ -70,18 +74,14 @@ def _validate_line(line: Any, index: int, ids: Counter[Any]) -> ChatCompletionRe
         raise InvalidRequest(f"custom_id {custom_id!r} is used by {ids[custom_id]} lines of "
                              "this batch; it must be unique", param="custom_id")
     if line.get("method", "POST") != "POST":
-        raise InvalidRequest(f"method must be POST, not {line.get('method')!r}", param="method")
+        raise InvalidRequest(f"method must be POST, not {line.get('method')!r:.80}", param="method")
     url = line.get("url", BATCH_URL)
     if not isinstance(url, str) or url.rstrip("/") != BATCH_URL:
-        raise InvalidRequest(f"url must be {BATCH_URL}, not {url!r}", param="url")
+        raise InvalidRequest(f"url must be {BATCH_URL}, not {url!r:.80}", param="url")
     body = line.get("body")
     if not isinstance(body, dict):
         raise InvalidRequest("body must be the chat request object", param="body")
-    try:
-        req = ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        _, err = to_openai_error(exc)
-        raise InvalidRequest(err["error"]["message"], param=err["error"]["param"]) from None
+    req = parse_chat_request(body)  # its errors name the field inside the body
     if req.stream:
         raise InvalidRequest("stream must be false in a batch line", param="stream")
     return req

@@ -13,14 +13,13 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from worker.engine.api import EngineError
 from worker.openai import wire
-from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
 from worker.openai.errors import (
-    InvalidRequest,
     Unavailable,
     WorkerError,
     error_body,
@@ -102,11 +101,8 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         authorize(request, state)
         body = await read_json(request, state.max_body_bytes)
         service = state.ready_service()
-        try:
-            req = ChatCompletionRequest.model_validate(body)
-        except ValidationError as exc:
-            raise _invalid(exc) from None
-        prepared = service.prepare(req)  # raises 4xx before any byte is streamed
+        req = parse_chat_request(body)
+        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
         if req.stream:
             return StreamingResponse(
                 _sse(service.stream(prepared)), media_type="text/event-stream",
@@ -193,12 +189,6 @@ class ChatStatusCounter:
             raise
         finally:
             metrics.response(outcome)
-
-
-def _invalid(exc: ValidationError) -> InvalidRequest:
-    _, body = to_openai_error(exc)
-    err = body["error"]
-    return InvalidRequest(err["message"], param=err["param"])
 
 
 def _error_response(exc: BaseException) -> JSONResponse:

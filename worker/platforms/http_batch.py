@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from worker.openai.batch import BATCH_URL, run_batch
+from worker.openai.bounds import loads
 from worker.openai.errors import (
     BatchNotFinished,
     InvalidRequest,
@@ -222,7 +223,7 @@ def parse_lines(raw: bytes, max_lines: int) -> Lines:
     lines: list[Any] | None = None
     if text.lstrip().startswith("{"):
         try:
-            whole = json.loads(text)
+            whole = loads(text)
         except (ValueError, RecursionError):
             whole = None  # several lines, or a broken one: parsed line by line below
         if isinstance(whole, dict) and "lines" in whole:
@@ -244,7 +245,7 @@ def parse_lines(raw: bytes, max_lines: int) -> Lines:
 
 def _parse_row(row: str, n: int) -> Any:
     try:
-        return json.loads(row)
+        return loads(row)
     except RecursionError:
         raise InvalidRequest(f"line {n} is nested too deeply", param=f"line {n}") from None
     except json.JSONDecodeError as exc:

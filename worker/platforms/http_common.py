@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import SecretStr
 
+from worker.openai.bounds import json_pairs
 from worker.openai.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -115,7 +116,7 @@ async def read_json(request: Request, limit: int) -> Any:
     except UnicodeDecodeError:
         raise InvalidRequest("request body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=json_pairs)
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
     except json.JSONDecodeError as exc:

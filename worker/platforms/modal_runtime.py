@@ -144,16 +144,16 @@ class Runtime:
         return await self.engine_loop.call(run_batch(service, lines, max_lines=limit))
 
     async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        from worker.openai.chat.protocol import ChatCompletionRequest
+        from worker.openai.chat.protocol import parse_chat_request
         from worker.openai.errors import InvalidRequest, to_openai_error
 
         try:
             service = self.state.ready_service()
-            req = ChatCompletionRequest.model_validate(body)
+            req = parse_chat_request(body)
             if req.stream:
                 raise InvalidRequest("chat() returns one completion; stream over HTTP (web)",
                                      param="stream")
-            result = await service.complete(service.prepare(req))
+            result = await service.complete(await service.admit(req))
         except Exception as exc:
             status, error = to_openai_error(exc)
             if status >= 500:

@@ -32,15 +32,14 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from worker.openai import wire
-from worker.openai.chat.protocol import ChatCompletionRequest
+from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
 from worker.openai.errors import (
     InvalidRequest,
     NotFound,
     openai_error,
-    to_openai_error,
 )
 
 log = logging.getLogger(__name__)
@@ -108,14 +107,6 @@ def normalize_job_input(job_input: Any) -> JobRequest:
         param="messages",
     )
 
-
-def parse_chat_request(body: dict[str, Any]) -> ChatCompletionRequest:
-    """Validate a chat body; a bad field raises InvalidRequest whose param names it."""
-    try:
-        return ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        _, err = to_openai_error(exc)
-        raise InvalidRequest(err["error"]["message"], param=err["error"]["param"]) from None
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -231,7 +222,7 @@ async def run_job(service: Any, job_input: Any, *, max_batch_lines: int,
             for group in by_size(lines, MAX_YIELD_BYTES):
                 yield group
             return
-        prepared = service.prepare(req.request)  # 4xx here, before anything is generated
+        prepared = await service.admit(req.request)  # 4xx here, before anything is generated
         if not req.request.stream:
             yield dump(await service.complete(prepared))
             return

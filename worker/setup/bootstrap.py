@@ -209,7 +209,11 @@ def limits_from(settings: Settings) -> Any:
     from worker.openai.chat.service import Limits
 
     return Limits(max_n=settings.max_n, max_messages=settings.max_messages,
-                  max_completion_tokens=settings.max_completion_tokens_limit)
+                  max_completion_tokens=settings.max_completion_tokens_limit,
+                  max_stop_sequences=settings.max_stop_sequences,
+                  max_stop_chars=settings.max_stop_chars,
+                  max_schema_bytes=settings.max_schema_bytes,
+                  schema_compile_seconds=settings.schema_compile_seconds)
 
 
 def load_local(config: Any, weights: Path, cache: Path | None) -> Any:

@@ -153,6 +153,20 @@ class Settings(BaseModel):
         "MAX_MESSAGES", group="Limits", doc="Most messages in one request."))
     max_batch_lines: int = Field(4096, ge=1, json_schema_extra=_env(
         "MAX_BATCH_LINES", group="Limits", doc="Most lines in one batch (RunPod job or HTTP)."))
+    max_stop_sequences: int = Field(16, ge=1, le=1024, json_schema_extra=_env(
+        "MAX_STOP_SEQUENCES", group="Limits",
+        doc="Most `stop` strings in one request (OpenAI allows 4); more → 400 naming `stop`."))
+    max_stop_chars: int = Field(1024, ge=1, le=65536, json_schema_extra=_env(
+        "MAX_STOP_CHARS", group="Limits",
+        doc="Longest `stop` string, in characters; longer → 400 naming it."))
+    max_schema_bytes: int = Field(256 * 1024, ge=1024, json_schema_extra=_env(
+        "MAX_SCHEMA_BYTES", group="Limits",
+        doc="Largest JSON schema the output may be constrained to (`response_format`, "
+        "forced tools), in bytes; larger → 400 naming the field."))
+    schema_compile_seconds: float = Field(10.0, gt=0, le=600, json_schema_extra=_env(
+        "SCHEMA_COMPILE_SECONDS", group="Limits",
+        doc="Time a JSON schema may take to compile into a grammar (in a separate process, "
+        "so other requests go on); slower → 400 naming the field."))
     drain_seconds: float = Field(30.0, ge=0, le=3600, json_schema_extra=_env(
         "DRAIN_SECONDS", group="Limits",
         doc="On SIGTERM, how long in-flight requests may finish while new ones get 503."))
@@ -260,7 +274,7 @@ def _explain(exc: ValidationError, source: Mapping[str, str]) -> str:
 
 
 def markdown_table() -> str:
-    """docs/CONFIG.md's configuration table, generated so it cannot drift from the model."""
+    """The README's configuration table, generated so it cannot drift from the model."""
     rows: dict[str, list[str]] = {}
     for f in Settings.model_fields.values():
         extra = f.json_schema_extra

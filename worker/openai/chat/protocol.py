@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from worker.openai.bounds import Seed, TopK, parse_body
 from worker.openai.chat.refusals import check_logit_bias, refuse_unsupported
 from worker.openai.errors import InvalidRequest
 
@@ -214,11 +215,11 @@ class ChatCompletionRequest(_Req):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: Annotated[int, Field(ge=1)] | None = 1
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=-1)] | None = None
+    top_k: TopK | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
     repetition_penalty: Annotated[float, Field(gt=0, le=2)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -281,6 +282,12 @@ class ChatCompletionRequest(_Req):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    """A chat body as a typed request; every error (a wrong type, a value out of bounds, a
+    lone surrogate or a repeated key anywhere) is an InvalidRequest naming its field."""
+    return parse_body(ChatCompletionRequest, body)
 
 
 def validate_request(req: ChatCompletionRequest) -> None:

@@ -28,6 +28,7 @@ from worker.harmony.generation import (
     JsonAnswer,
     run_choice,
 )
+from worker.openai.bounds import check_schema, check_stops
 from worker.openai.chat.convert import offered_tools, render_chat
 from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
 from worker.openai.chat.protocol import (
@@ -57,6 +58,10 @@ class Limits:
     max_n: int = 8
     max_messages: int = 2048
     max_completion_tokens: int | None = None
+    max_stop_sequences: int = 16
+    max_stop_chars: int = 1024
+    max_schema_bytes: int = 256 * 1024
+    schema_compile_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class Prepared:
     prompt_tokens: int
     plans: tuple[ChoicePlan, ...]
     stop: tuple[str, ...] = ()
+    # (param, schema) of every JSON schema the output is constrained to; `admit` compiles them
+    schemas: tuple[tuple[str, Any], ...] = ()
 
 
 class ChatService:
@@ -100,8 +107,22 @@ class ChatService:
         ]})
 
     # -- preparation ----------------------------------------------------------
+    async def admit(self, req: ChatCompletionRequest) -> Prepared:
+        """`prepare`, then what needs the engine: every JSON schema the output is constrained
+        to must compile within the time limit (off the event loop). Adapters call this."""
+        p = self.prepare(req)
+        for param, schema in p.schemas:
+            await check_schema(self.engine, schema, param=param,
+                               max_bytes=self.limits.max_schema_bytes,
+                               time_limit=self.limits.schema_compile_seconds)
+        return p
+
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
+        """Validate, render and plan `req`; every 4xx that needs no engine call is raised here."""
         validate_request(req)
+        stops = req.stop_list()
+        check_stops(stops, max_count=self.limits.max_stop_sequences,
+                    max_chars=self.limits.max_stop_chars)
         if req.model and req.model not in self.model_names:
             raise ModelNotFound(
                 f"model {req.model!r} is not served here; available: {list(self.model_names)}"
@@ -122,10 +143,14 @@ class ChatService:
                              default_effort=self.default_effort)
         max_len = self.engine.info.max_model_len
         if len(prompt) >= max_len:
+            # name the tools when they, not the messages, make the prompt too long
+            alone = bool(tools) and len(render_chat(
+                req, include_tools=False, today=self._today(),
+                default_effort=self.default_effort)) < max_len
             raise ContextLengthExceeded(
-                f"this model's maximum context length is {max_len} tokens, but the messages "
-                f"are {len(prompt)} tokens long"
-            )
+                f"this model's maximum context length is {max_len} tokens, but the "
+                f"{'tools and messages' if alone else 'messages'} are {len(prompt)} tokens "
+                "long", param="tools" if alone else "messages")
         room = max_len - len(prompt)
         if asked is not None and asked > room:
             param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
@@ -156,16 +181,21 @@ class ChatService:
         effort = req.reasoning_effort or self.default_effort
         reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
         must_call = req.must_call()
+        constrained: list[tuple[str, Any]] = []  # (param, schema): `admit` compiles them
         for i, t in enumerate(req.tools or []):
             if t.function.name in must_call or (t.function.strict and any(
                     o.name == t.function.name for o in tools)):
-                _check_schema(t.function.parameters or {"type": "object"},
-                              f"tools[{i}].function.parameters")
+                param = f"tools[{i}].function.parameters"
+                schema = t.function.parameters or {"type": "object"}
+                _check_schema(schema, param)
+                constrained.append((param, schema))
         answer = None
         if req.response_format is not None and req.response_format.type != "text":
             answer_schema = _schema_of(req.response_format)
             if answer_schema is not None:
-                _check_schema(answer_schema, "response_format.json_schema.schema")
+                param = "response_format.json_schema.schema"
+                _check_schema(answer_schema, param)
+                constrained.append((param, answer_schema))
             answer = JsonAnswer(answer_schema)
         if req.min_tokens and (must_call or answer is not None):
             raise InvalidRequest("min_tokens applies to free generation only, not with a forced "
@@ -177,11 +207,10 @@ class ChatService:
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
         )
-        stop = req.stop if isinstance(req.stop, list) else ([req.stop] if req.stop else [])
         return Prepared(
             request=req, id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
             model=req.model or self.model_names[0], prompt_tokens=len(prompt), plans=plans,
-            stop=tuple(s for s in stop if s),
+            stop=tuple(s for s in stops if s), schemas=tuple(constrained),
         )
 
     # -- running ----------------------------------------------------------------
@@ -311,6 +340,8 @@ def _check_schema(schema: Any, param: str) -> None:
         raise InvalidRequest("must be a JSON schema object", param=param)
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
+    except RecursionError:
+        raise InvalidRequest("the JSON schema is nested too deeply", param=param) from None
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
