@@ -39,7 +39,7 @@ ENGINE_ARG_NAMES = frozenset({
     "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
     "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
     "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
-    "enable_sleep_mode",
+    "enable_sleep_mode", "scheduling_policy",
 })
 
 
@@ -178,7 +178,7 @@ class VllmEngine:
         params = self._sampling_params(options)
         prompt = self._m["TokensPrompt"](prompt_token_ids=list(prompt_token_ids))
         finished = False
-        stream = self._llm.generate(prompt, params, request_id)
+        stream = self._llm.generate(prompt, params, request_id, priority=options.priority)
         try:
             async for out in stream:
                 comp = out.outputs[0]
