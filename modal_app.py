@@ -20,7 +20,8 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,10 @@ log = logging.getLogger("modal_app")
 VLLM_IMAGE = f"vllm/vllm-openai:v{VLLM_VERSION}"  # the release's own image: vLLM, kernels, CUDA
 PYPROJECT = Path(__file__).with_name("pyproject.toml")
 HF_CACHE, VLLM_CACHE = "/root/.cache/huggingface", "/root/.cache/vllm"
+# The Files and Batches APIs' store (uploads, batch state, journals, outputs): BATCH_DIR is
+# this mount on Modal, so the setting is not forwarded.
+BATCH_DIR = "/batches"
+BATCH_VOLUME = modal.Volume.from_name("gpt-oss-batches", create_if_missing=True)
 # Worker settings passed from the deploying shell to the containers (secrets go in Modal
 # Secrets; HOST, PORT, MODEL_CACHE_DIR, MAX_CONCURRENCY, DRAIN_SECONDS and SSH keys mean
 # nothing here: Modal drains inputs itself before the exit hook).
@@ -132,6 +137,7 @@ def cls_options(cfg: DeployConfig) -> dict[str, Any]:
         "volumes": {
             HF_CACHE: modal.Volume.from_name("gpt-oss-hf-cache", create_if_missing=True),
             VLLM_CACHE: modal.Volume.from_name("gpt-oss-vllm-cache", create_if_missing=True),
+            BATCH_DIR: BATCH_VOLUME,
         },
         "enable_memory_snapshot": cfg.snapshot,
         "experimental_options": {"enable_gpu_snapshot": True} if cfg.snapshot else None,
@@ -170,11 +176,14 @@ class Runtime:
         self.timeline = Timeline()
         self.state: AppState = AppState(api_key=self.settings.api_key,
                                         max_body_bytes=self.settings.max_request_bytes,
+                                        max_batch_lines=self.settings.max_batch_lines,
                                         timeline=self.timeline.phases)
         self.engine_loop = EngineLoop()
         self.exit_on_engine_death = exit_on_engine_death
         self.asleep = False
         self._asgi: ASGIApp | None = None
+        self.volume_batches: VolumeBatches | None = None
+        self.batch_runner: Any = None  # run locally: worker.openai.batches.runner.BatchRunner
 
     def start(self) -> None:
         from worker.setup.bootstrap import start
@@ -207,15 +216,31 @@ class Runtime:
     def asgi(self) -> ASGIApp:
         if self._asgi is None:
             from worker.platforms.http_app import create_app
-            from worker.platforms.http_batch import add_batch_routes
 
-            fastapi_app = create_app(self.state)
-            # On Modal a batch is a spawned `batch` call: it outlives this container.
-            jobs = None if modal.is_local() else SpawnedBatchJobs()
-            add_batch_routes(fastapi_app, self.state, jobs=jobs,
-                             max_lines=self.settings.max_batch_lines)
-            self._asgi = on_loop(fastapi_app, self.engine_loop)
+            self.open_batches()
+            self._asgi = on_loop(create_app(self.state), self.engine_loop)
         return self._asgi
+
+    def open_batches(self) -> VolumeBatches | None:
+        """The Files and Batches APIs: on Modal, the store on the batches Volume and a spawned
+        call per batch; run locally (`.local()`, tests), the HTTP server's own runner."""
+        if self.state.batches is not None:
+            return self.volume_batches
+        if modal.is_local():
+            from worker.platforms.http_files import batch_concurrency, open_batches
+            from worker.setup.weights import default_batch_dir
+
+            runner = open_batches(self.state, default_batch_dir(self.settings, self.env),
+                                  concurrency=batch_concurrency(self.state.ready_service()))
+            self.batch_runner = runner
+            self.engine_loop.loop.call_soon_threadsafe(self.engine_loop.loop.create_task,
+                                                       runner.serve())
+            return None
+        self.volume_batches = VolumeBatches(
+            self, BATCH_VOLUME, BATCH_DIR,
+            spawn=lambda batch_id: GptOss().run_batch.spawn(batch_id))
+        self.state.batches = self.volume_batches.api()
+        return self.volume_batches
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.engine_loop.call(self._chat(body))
@@ -258,6 +283,8 @@ class Runtime:
     def stop(self) -> None:
         self.state.draining = True
         service = self.state.service
+        if self.batch_runner is not None:
+            self.engine_loop.run(self.batch_runner.close(), timeout=60)
         if service is not None:
             self.engine_loop.run(service.engine.shutdown(), timeout=60)
             self.state.service = None  # let the engine go now, not at interpreter exit
@@ -265,55 +292,67 @@ class Runtime:
         gc.collect()
 
 
-class SpawnedBatchJobs:
-    """`/v1/batches` on Modal: a batch is a spawned `GptOss.batch` call (its id is the call's),
-    so it survives scale-down, and whichever container gets a poll can answer it."""
+class VolumeBatches:
+    """The Files and Batches APIs on Modal: the store (files, batch state, journal) on the
+    `gpt-oss-batches` Volume, committed after each write and as lines finish, reloaded
+    before each read; each batch runs in a spawned `GptOss.run_batch` call, resumed by a
+    new call when a poll finds its lease lapsed (the container running it died). Batch ids
+    are the store's own, so an id we did not issue (a FunctionCall id included) is a 404."""
 
-    async def submit(self, lines: list[dict[str, Any]]) -> dict[str, Any]:
-        from worker.platforms.http_batch import batch_object
+    def __init__(self, runtime: Runtime, volume: Any, root: str,
+                 spawn: Callable[[str], Any]) -> None:
+        from worker.openai.batches.store import BatchStore
+        from worker.openai.files.store import FileStore
 
-        call = await GptOss().batch.spawn.aio(lines)
-        return batch_object(call.object_id, "in_progress", total=len(lines))
+        self.runtime, self.volume, self.spawn = runtime, volume, spawn
+        self.files, self.batches = FileStore(Path(root)), BatchStore(Path(root))
+        self.spawned: dict[str, float] = {}
 
-    async def describe(self, batch_id: str) -> dict[str, Any]:
-        from worker.openai.errors import BatchNotFinished, NotFound, to_openai_error
-        from worker.platforms.http_batch import batch_object
+    def api(self) -> Any:
+        from worker.openai.batches.api import BatchAPI
+        from worker.openai.batches.lines import ENDPOINTS
 
+        return BatchAPI(self.batches, self.files, endpoints=ENDPOINTS, launch=self.launch,
+                        adopt=self.adopt, persist=self.commit, refresh=self.reload)
+
+    def launch(self, batch_id: str) -> None:
+        self.spawned[batch_id] = time.time()
+        self.spawn(batch_id)
+
+    def adopt(self, batch_id: str) -> None:
+        """A poll of an unfinished batch: a new call if nobody runs it (its call died)."""
+        from worker.openai.batches.runner import LEASE_S
+        from worker.openai.batches.store import Lease
+
+        if time.time() - self.spawned.get(batch_id, 0.0) < 2 * LEASE_S:
+            return  # spawned here lately: its call may not have taken the lease yet
+        holder = Lease(self.batches.path(batch_id), {"id": ""}, LEASE_S).current()[1]
+        if holder is None or float(holder.get("expires_at", 0)) <= time.time():
+            log.info("batch %s has no live runner: spawning one to resume it", batch_id)
+            self.launch(batch_id)
+
+    def commit(self) -> None:
+        self.volume.commit()
+
+    def reload(self) -> None:
         try:
-            output = await self.output(batch_id)
-        except BatchNotFinished:
-            return batch_object(batch_id, "in_progress", total=0)
-        except NotFound:
-            raise
-        except Exception as exc:  # the call failed: a refused batch, a timeout, a cancel
-            error = to_openai_error(exc)[1]["error"]["message"]
-            if not hasattr(exc, "status_code"):
-                error = f"{type(exc).__name__}: {exc}"
-            return batch_object(batch_id, "failed", total=0, error=error)
-        return batch_object(batch_id, "completed", total=len(output), output=output)
+            self.volume.reload()
+        except Exception as exc:  # open files in this container: read what we have
+            log.debug("volume reload skipped: %s", exc)
 
-    async def output(self, batch_id: str) -> list[dict[str, Any]]:
-        from worker.openai.errors import BatchNotFinished, NotFound
+    async def run(self, batch_id: str) -> dict[str, Any]:
+        """What a spawned `run_batch` call does: run (or resume) the batch to its end."""
+        from worker.openai.batches.lines import chat_lines
+        from worker.openai.batches.runner import BatchRunner
+        from worker.platforms.http_files import batch_concurrency
 
-        try:
-            if not batch_id.startswith("fc-"):
-                raise modal.exception.NotFoundError(batch_id)
-            call = modal.FunctionCall.from_id(batch_id)
-            result: list[dict[str, Any]] = await call.get.aio(timeout=0)
-        except (modal.exception.NotFoundError, modal.exception.OutputExpiredError):
-            raise NotFound(f"no batch {batch_id!r} (results are kept for a limited time)",
-                           param="batch_id", code="batch_not_found") from None
-        except TimeoutError:
-            raise BatchNotFinished(f"batch {batch_id} is in_progress; poll GET "
-                                   f"/v1/batches/{batch_id}", code="batch_not_completed") from None
-        return result
-
-    async def cancel(self, batch_id: str) -> dict[str, Any]:
-        from worker.platforms.http_batch import batch_object
-
-        await self.describe(batch_id)  # 404 for an unknown id
-        await modal.FunctionCall.from_id(batch_id).cancel.aio()
-        return batch_object(batch_id, "cancelled", total=0)
+        self.reload()
+        state = self.runtime.state
+        runner = BatchRunner(self.batches, self.files, chat_lines(state.ready_service),
+                             concurrency=batch_concurrency(state.ready_service()),
+                             persist=self.commit, refresh=self.reload)
+        await self.runtime.engine_loop.call(runner.run(batch_id))
+        return self.api().retrieve(batch_id)
 
 
 @app.cls(**cls_options(CONFIG))
@@ -365,6 +404,15 @@ class GptOss:
     async def batch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """OpenAI batch input lines -> output lines, in order, each with its own error."""
         return await (await self._ready()).batch(lines)
+
+    @modal.method()
+    async def run_batch(self, batch_id: str) -> dict[str, Any]:
+        """Run (or resume) a stored batch to its end; spawned by `POST /v1/batches`."""
+        runtime = await self._ready()
+        batches = await asyncio.to_thread(runtime.open_batches)
+        if batches is None:
+            raise RuntimeError("run_batch runs on Modal; locally the server's runner runs it")
+        return await batches.run(batch_id)
 
     async def _ready(self) -> Runtime:
         if getattr(self, "runtime", None) is None:  # `.local()` of an async method skips enter
