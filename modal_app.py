@@ -352,7 +352,9 @@ class VolumeBatches:
                              concurrency=batch_concurrency(state.ready_service()),
                              persist=self.commit, refresh=self.reload)
         await self.runtime.engine_loop.call(runner.run(batch_id))
-        return self.api().retrieve(batch_id)
+        from worker.openai.batches.api import public
+
+        return public(self.batches.record(batch_id), self.batches.cancel_requested(batch_id))
 
 
 @app.cls(**cls_options(CONFIG))

@@ -80,11 +80,12 @@ def add_file_routes(app: FastAPI, state: AppState) -> None:
         return JSONResponse(obj)
 
     @app.get("/v1/files")
-    async def list_files(request: Request, purpose: str | None = None, after: str | None = None,
-                         limit: int = 10_000, order: str = "desc") -> JSONResponse:
+    async def list_files(request: Request) -> JSONResponse:
         files = api(request).files
-        return JSONResponse(await run(files.list_page, purpose=purpose, after=after, limit=limit,
-                                      order=order))
+        q = request.query_params
+        return JSONResponse(await run(files.list_page, purpose=q.get("purpose"),
+                                      after=q.get("after"), limit=_int(q, "limit", 10_000),
+                                      order=q.get("order", "desc")))
 
     @app.get("/v1/files/{file_id}")
     async def get_file(file_id: str, request: Request) -> JSONResponse:
@@ -110,9 +111,10 @@ def add_file_routes(app: FastAPI, state: AppState) -> None:
         return JSONResponse(await run(batches.create, body))
 
     @app.get("/v1/batches")
-    async def list_batches(request: Request, after: str | None = None,
-                           limit: int = 20) -> JSONResponse:
-        return JSONResponse(await run(api(request).list_page, after=after, limit=limit))
+    async def list_batches(request: Request) -> JSONResponse:
+        q = request.query_params
+        return JSONResponse(await run(api(request).list_page, after=q.get("after"),
+                                      limit=_int(q, "limit", 20)))
 
     @app.get("/v1/batches/{batch_id}")
     async def get_batch(batch_id: str, request: Request) -> JSONResponse:
@@ -121,6 +123,15 @@ def add_file_routes(app: FastAPI, state: AppState) -> None:
     @app.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str, request: Request) -> JSONResponse:
         return JSONResponse(await run(api(request).cancel, batch_id))
+
+
+def _int(query: Any, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit():
+        raise InvalidRequest(f"{name} must be a whole number", param=name)
+    return int(raw)
 
 
 async def _form(request: Request, max_file_bytes: int) -> Any:

@@ -90,8 +90,8 @@ class BatchAPI:
     def retrieve(self, batch_id: str) -> dict[str, Any]:
         rec = self.batches.record(batch_id)
         cancel_at = self.batches.cancel_requested(batch_id)
-        if rec["status"] not in TERMINAL and cancel_at is None:
-            self.adopt(batch_id)  # resumes a batch whose worker is gone
+        if rec["status"] not in TERMINAL:
+            self.adopt(batch_id)  # resumes (or ends, if cancelled) a batch whose worker is gone
         return public(rec, cancel_at)
 
     def list_page(self, *, after: str | None = None, limit: int = 20) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class BatchAPI:
         if rec["status"] != "cancelled":
             self.batches.request_cancel(batch_id)
             self.persist()
-            self.launch(batch_id)  # whoever runs it stops; if nobody does, this ends it
+            self.adopt(batch_id)  # whoever runs it stops; if nobody does, this ends it
         return public(self.batches.record(batch_id), self.batches.cancel_requested(batch_id))
 
     def input_files(self) -> set[str]:
