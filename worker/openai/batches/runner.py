@@ -56,11 +56,13 @@ class BatchRunner:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._declined: set[str] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._serving: asyncio.Task[Any] | None = None
 
     # -- scheduling ------------------------------------------------------------------
     async def serve(self) -> None:
         """Scan, sweep and run until cancelled."""
         self.loop = asyncio.get_running_loop()
+        self._serving = asyncio.current_task()
         while True:
             try:
                 self.scan()
@@ -96,7 +98,10 @@ class BatchRunner:
         return task is not None and not task.done()
 
     async def close(self) -> None:
+        """Stop scanning and stop the batches running here (their leases are released)."""
         tasks = [t for t in self._tasks.values() if not t.done()]
+        if self._serving is not None and self._serving is not asyncio.current_task():
+            tasks.append(self._serving)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
