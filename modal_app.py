@@ -57,7 +57,7 @@ def cls_options(cfg: DeployConfig) -> dict[str, Any]:
         "gpu": cfg.gpu, "timeout": cfg.timeout, "startup_timeout": cfg.startup_timeout,
         "scaledown_window": cfg.scaledown_window, "min_containers": cfg.min_containers,
         "max_containers": cfg.max_containers, "secrets": secrets(cfg), "env": cfg.container_env,
-        "volumes": VOLUMES, "memory": cfg.memory_mib,
+        "volumes": {**VOLUMES, BATCH_DIR: BATCH_VOLUME}, "memory": cfg.memory_mib,
         "enable_memory_snapshot": cfg.snapshot,
         "experimental_options": {"enable_gpu_snapshot": True} if cfg.snapshot else None,
     }
@@ -71,6 +71,10 @@ def secrets(cfg: DeployConfig, *, api_key: bool = True) -> list[modal.Secret]:
 CONFIG = deploy_config(os.environ)
 VOLUMES = {HF_CACHE: modal.Volume.from_name(WEIGHTS_VOLUME, create_if_missing=True),
            COMPILE_CACHE: modal.Volume.from_name(CACHE_VOLUME, create_if_missing=True)}
+# The Files and Batches APIs' store (uploads, batch state, journals, outputs): BATCH_DIR is
+# this mount on Modal, so the setting is not forwarded.
+BATCH_DIR = "/batches"
+BATCH_VOLUME = modal.Volume.from_name("gpt-oss-batches", create_if_missing=True)
 # The install step the Dockerfile runs too: the worker's dependencies under the engine
 # stack's constraints, then the pinned-vLLM and offline-vocabulary checks.
 BUILD = [f"cd {SRC} && bash {INSTALL} deps", f"cd {SRC} && bash {INSTALL} check"]
@@ -89,57 +93,6 @@ image = (
     .add_local_python_source("worker")
 )
 app = modal.App(CONFIG.app_name, image=image)
-
-
-class SpawnedBatchJobs:
-    """`/v1/batches` on Modal: a batch is a spawned `GptOss.batch` call (its id is the call's),
-    so it survives scale-down, and whichever container gets a poll can answer it."""
-
-    async def submit(self, lines: list[dict[str, Any]]) -> dict[str, Any]:
-        from worker.platforms.http_batch import batch_object
-
-        call = await GptOss().batch.spawn.aio(lines)
-        return batch_object(call.object_id, "in_progress", total=len(lines))
-
-    async def describe(self, batch_id: str) -> dict[str, Any]:
-        from worker.openai.errors import BatchNotFinished, NotFound, to_openai_error
-        from worker.platforms.http_batch import batch_object
-
-        try:
-            output = await self.output(batch_id)
-        except BatchNotFinished:
-            return batch_object(batch_id, "in_progress", total=0)
-        except NotFound:
-            raise
-        except Exception as exc:  # the call failed: a refused batch, a timeout, a cancel
-            error = to_openai_error(exc)[1]["error"]["message"]
-            if not hasattr(exc, "status_code"):
-                error = f"{type(exc).__name__}: {exc}"
-            return batch_object(batch_id, "failed", total=0, error=error)
-        return batch_object(batch_id, "completed", total=len(output), output=output)
-
-    async def output(self, batch_id: str) -> list[dict[str, Any]]:
-        from worker.openai.errors import BatchNotFinished, NotFound
-
-        try:
-            if not batch_id.startswith("fc-"):
-                raise modal.exception.NotFoundError(batch_id)
-            call = modal.FunctionCall.from_id(batch_id)
-            result: list[dict[str, Any]] = await call.get.aio(timeout=0)
-        except (modal.exception.NotFoundError, modal.exception.OutputExpiredError):
-            raise NotFound(f"no batch {batch_id!r} (results are kept for a limited time)",
-                           param="batch_id", code="batch_not_found") from None
-        except TimeoutError:
-            raise BatchNotFinished(f"batch {batch_id} is in_progress; poll GET "
-                                   f"/v1/batches/{batch_id}", code="batch_not_completed") from None
-        return result
-
-    async def cancel(self, batch_id: str) -> dict[str, Any]:
-        from worker.platforms.http_batch import batch_object
-
-        await self.describe(batch_id)  # 404 for an unknown id
-        await modal.FunctionCall.from_id(batch_id).cancel.aio()
-        return batch_object(batch_id, "cancelled", total=0)
 
 
 @app.cls(**cls_options(CONFIG))
@@ -183,8 +136,12 @@ class GptOss:
 
     @modal.asgi_app(requires_proxy_auth=CONFIG.proxy_auth)
     def web(self) -> ASGIApp:
-        # On Modal a batch is a spawned `batch` call: it outlives this container.
-        return self.runtime.asgi(None if modal.is_local() else SpawnedBatchJobs())
+        # On Modal the Files and Batches APIs live on a Volume and each batch runs in a
+        # spawned `run_batch` call, so it outlives this container; locally, the server's runner.
+        if modal.is_local():
+            return self.runtime.asgi()
+        return self.runtime.asgi(
+            (BATCH_VOLUME, BATCH_DIR, lambda batch_id: GptOss().run_batch.spawn(batch_id)))
 
     @modal.method()
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +152,15 @@ class GptOss:
     async def batch(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """OpenAI batch input lines -> output lines, in order, each with its own error."""
         return await (await self._ready()).batch(lines)
+
+    @modal.method()
+    async def run_batch(self, batch_id: str) -> dict[str, Any]:
+        """Run (or resume) a stored batch to its end; spawned by `POST /v1/batches`."""
+        runtime = await self._ready()
+        batches = await asyncio.to_thread(
+            runtime.open_batches,
+            (BATCH_VOLUME, BATCH_DIR, lambda bid: GptOss().run_batch.spawn(bid)))
+        return await batches.run(batch_id)  # type: ignore[no-any-return]
 
     async def _ready(self) -> Runtime:
         if getattr(self, "runtime", None) is None:  # `.local()` of an async method skips enter

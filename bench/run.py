@@ -252,7 +252,13 @@ def write_outputs(results: dict[str, Any], out: Path, markdown: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=report.jsonable))
     plots.plots(results, out)
-    markdown.write_text(report.markdown(results, " ".join(["python", *sys.argv])))
+    text = report.markdown(results, " ".join(["python", *sys.argv]))
+    old = markdown.read_text() if markdown.exists() else ""
+    start, end = "<!-- batch-bench:start -->", "<!-- batch-bench:end -->"
+    if start in old and end in old:  # bench/batch.py's section: kept until it runs again
+        kept = old.split(start, 1)[1].split(end, 1)[0]
+        text = text.rstrip("\n") + "\n\n" + start + kept + end + "\n"
+    markdown.write_text(text)
 
 
 def main() -> int:

@@ -52,9 +52,10 @@ def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker(scripted_model: Path, compile_cache: Path,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    env = engine_env(tmp_path_factory.mktemp("modal-local"), MODEL=str(scripted_model),
+    tmp = tmp_path_factory.mktemp("modal-local")
+    env = engine_env(tmp, MODEL=str(scripted_model),
                      SERVED_MODEL_NAME=MODEL, API_KEY=KEY, MAX_NUM_SEQS="8",
-                     VLLM_ENABLE_V1_MULTIPROCESSING="0")
+                     VLLM_ENABLE_V1_MULTIPROCESSING="0", BATCH_DIR=str(tmp / "batches"))
     with pytest.MonkeyPatch.context() as mp:
         for name, value in env.items():
             mp.setenv(name, value)
@@ -163,15 +164,23 @@ def test_batch_over_http_sync_and_async(base_url: str) -> None:
         assert {o["response"]["body"]["choices"][0]["message"]["content"] for o in out} == {
             scripted.ANSWER}
 
-        batch = http.post("/batches", content=body).json()
-        deadline = time.monotonic() + 120
-        while batch["status"] == "in_progress" and time.monotonic() < deadline:
-            time.sleep(0.2)
-            batch = http.get(f"/batches/{batch['id']}").json()
-        assert batch["status"] == "completed"
-        assert batch["request_counts"] == {"total": 3, "completed": 3, "failed": 0}
-        lines = http.get(f"/batches/{batch['id']}/output").text.splitlines()
-        assert [json.loads(x)["custom_id"] for x in lines] == ["0", "1", "2"]
+    # the Files and Batches APIs, with the official client (run locally: the server's runner)
+    client = openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=120)
+    lines = "".join(json.dumps({"custom_id": str(i), "method": "POST",
+                                "url": "/v1/chat/completions",
+                                "body": {"messages": HI, **GREEDY}}) + "\n" for i in range(3))
+    f = client.files.create(file=("in.jsonl", lines.encode()), purpose="batch")
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    deadline = time.monotonic() + 120
+    while batch.status not in ("completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.request_counts is not None and batch.request_counts.completed == 3
+    assert batch.output_file_id is not None
+    out = client.files.content(batch.output_file_id).text.splitlines()
+    assert [json.loads(x)["custom_id"] for x in out] == ["0", "1", "2"]
 
 
 def test_compile_caches_go_to_the_cache_volume(served: Served, compile_cache: Path) -> None:

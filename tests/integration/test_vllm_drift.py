@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
+import typing
 
 import pytest
 
@@ -42,6 +44,12 @@ def test_every_engine_argument_exists() -> None:
     assert engine.ENGINE_ARG_NAMES - fields == set()
     assert plan.ENGINE_ARG_NAMES - fields == set()
     assert plan.ENGINE_ARG_NAMES <= engine.ENGINE_ARG_NAMES
+
+
+def test_the_priority_scheduling_policy_exists() -> None:
+    from vllm.config.scheduler import SchedulerPolicy
+
+    assert "priority" in typing.get_args(SchedulerPolicy)
 
 
 def test_every_attention_backend_we_can_choose_exists() -> None:
@@ -83,6 +91,8 @@ def test_async_llm_api_we_use() -> None:
 
     for name in ("from_engine_args", "generate", "abort", "check_health", "shutdown", "errored"):
         assert hasattr(AsyncLLM, name), name
+    # SamplingOptions.priority goes to generate(priority=...) under scheduling_policy priority
+    assert "priority" in inspect.signature(AsyncLLM.generate).parameters
     assert TokensPrompt(prompt_token_ids=[1, 2])["prompt_token_ids"] == [1, 2]
 
 

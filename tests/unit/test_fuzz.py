@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any
 
 import hypothesis
@@ -20,6 +21,7 @@ from worker.harmony.render import final_prefix_tokens
 from worker.harmony.tokens import RETURN, encode_text
 from worker.openai.chat.service import ChatService
 from worker.platforms.http_app import AppState, create_app
+from worker.platforms.http_files import open_batches
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "700"))
 SENT: dict[str, int] = {"requests": 0, "5xx": 0}
@@ -37,7 +39,10 @@ def _script(prompt: list[int], options: Any) -> list[int]:
 
 def _app() -> Any:
     service = ChatService(FakeEngine(_script, max_model_len=8192))
-    return create_app(AppState(service=service))
+    state = AppState(service=service)
+    # The Files and Batches APIs on a store of their own (no runner: batches stay queued)
+    open_batches(state, tempfile.mkdtemp(prefix="fuzz-batches-"), concurrency=1)
+    return create_app(state)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())

@@ -16,7 +16,6 @@ import threading
 import tomllib
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -80,16 +79,17 @@ def test_default_deployment_shape(tmp_path: Path) -> None:
     assert (shape["scaledown"], shape["min"], shape["max"]) == (300, 0, None)  # scale to zero
     assert (shape["max_inputs"], shape["target_inputs"]) == (64, None)
     assert shape["volumes"] == {"/root/.cache/huggingface": "gpt-oss-hf-cache",
-                                "/root/.cache/vllm": "gpt-oss-vllm-cache"}
-    assert shape["methods"] == ["batch", "chat", "web"]
+                                "/root/.cache/vllm": "gpt-oss-vllm-cache",
+                                "/batches": "gpt-oss-batches"}
+    assert shape["methods"] == ["batch", "chat", "run_batch", "web"]
     assert shape["web_public"] is False  # no API key secret: Modal proxy auth guards it
     assert shape["secrets"] == [] and shape["env"] == {}
     assert (shape["snapshot"], shape["experimental"]) == (False, None)
     assert shape["memory"] is None  # Modal's default: nothing reserved, nothing billed extra
     assert shape["models"] == ["openai/gpt-oss-120b"]  # what the planner picks for an H100
-    # one download, off the GPU, onto the same volumes
-    assert shape["download"] == {"gpus": [], "cpu": 4.0, "secrets": [],
-                                 "volumes": shape["volumes"]}
+    # one download, off the GPU, onto the same weight and cache volumes
+    caches = {k: v for k, v in shape["volumes"].items() if k != "/batches"}
+    assert shape["download"] == {"gpus": [], "cpu": 4.0, "secrets": [], "volumes": caches}
 
 
 def test_deployment_shape_from_the_environment(tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ def test_pins_and_forwarded_settings_cannot_drift() -> None:
     primary = {names[0] for names in Settings.env_names().values()}
     not_forwarded = {"HF_TOKEN", "API_KEY", "SSH_PASSWORD", "HOST", "PORT", "MODEL_CACHE_DIR",
                      "MAX_CONCURRENCY", "PUBLIC_KEY", "SSH_PUBLIC_KEY", "DRAIN_SECONDS",
-                     "ENABLE_SLEEP_MODE"}
+                     "ENABLE_SLEEP_MODE", "BATCH_DIR"}
     assert set(WORKER_VARS) <= primary
     assert primary - set(WORKER_VARS) <= not_forwarded, "new setting: forward it to Modal or not"
 
@@ -234,9 +234,10 @@ class SleepyEngine(FakeEngine):
 
 
 @pytest.fixture
-def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+def runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Runtime]:
     monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")  # configure_logging sets a default
-    rt = Runtime({"API_KEY": "k"}, exit_on_engine_death=False)
+    rt = Runtime({"API_KEY": "k", "BATCH_DIR": str(tmp_path / "batches")},
+                 exit_on_engine_death=False)
     rt.state.service = ChatService(SleepyEngine(), today=lambda: "2026-11-27")
     yield rt
     rt.stop()
@@ -408,61 +409,99 @@ def test_exit_shuts_down_and_closes_the_loop(runtime: Runtime) -> None:
     assert runtime.engine_loop.loop.is_closed()
 
 
-# -- /v1/batches on Modal: spawned calls, faked -----------------------------------------------
+# -- /v1/batches on Modal: the store on a Volume, a spawned call per batch (faked) ------------
 
-def fake_call(result: Any) -> SimpleNamespace:
-    async def get(**_: Any) -> Any:
-        if isinstance(result, BaseException):
-            raise result
-        return result
+class FakeVolume:
+    def __init__(self) -> None:
+        self.commits = self.reloads = 0
 
-    async def cancel() -> None:
-        cancelled.append(True)
+    def commit(self) -> None:
+        self.commits += 1
 
-    cancelled: list[bool] = []
-    return SimpleNamespace(get=SimpleNamespace(aio=get), cancel=SimpleNamespace(aio=cancel),
-                           cancelled=cancelled)
+    def reload(self) -> None:
+        self.reloads += 1
 
 
-@pytest.mark.parametrize(("result", "status", "counts"), [
-    (TimeoutError(), "in_progress", (0, 0, 0)),
-    ([{"error": None}, {"error": {"message": "bad"}}], "completed", (2, 1, 1)),
-    (modal.exception.FunctionTimeoutError("too slow"), "failed", (0, 0, 0)),
-])
-async def test_spawned_batches_report_the_call_state(
-        monkeypatch: pytest.MonkeyPatch, result: Any, status: str,
-        counts: tuple[int, int, int]) -> None:
-    monkeypatch.setattr(modal.FunctionCall, "from_id", lambda _id: fake_call(result))
-    body = await modal_app.SpawnedBatchJobs().describe("fc-1")
-    assert body["status"] == status and body["id"] == "fc-1"
-    rc = body["request_counts"]
-    assert (rc["total"], rc["completed"], rc["failed"]) == counts
-    if status == "failed":
-        assert "too slow" in body["errors"]["data"][0]["message"]
+@pytest.fixture
+def on_modal(runtime: Runtime, monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> tuple[FakeVolume, list[str], Any]:
+    """What `GptOss.web` hands the runtime on Modal: the batches Volume (faked), its mount
+    and a spawn of `run_batch` (recorded)."""
+    volume, spawned = FakeVolume(), []
+    return volume, spawned, (volume, str(tmp_path / "volume"), spawned.append)
 
 
-async def test_spawned_batches_unknown_or_expired_are_404(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.openai.errors import NotFound
+async def test_modal_batches_live_on_the_volume_and_run_in_a_spawned_call(
+        runtime: Runtime, on_modal: tuple[FakeVolume, list[str], Any]) -> None:
+    volume, spawned, batches = on_modal
+    transport = httpx.ASGITransport(app=runtime.asgi(batches))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                 headers={"Authorization": "Bearer k"}) as client:
+        data = "".join(json.dumps(x) + "\n" for x in (line("a"), line("b", n=99)))
+        f = (await client.post("/v1/files", data={"purpose": "batch"},
+                               files={"file": ("in.jsonl", data.encode())})).json()
+        assert f["purpose"] == "batch" and volume.commits >= 1
+        r = await client.post("/v1/batches", json={
+            "input_file_id": f["id"], "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"})
+        batch = r.json()
+        assert r.status_code == 200 and spawned == [batch["id"]]  # one call, spawned
+        commits = volume.commits
+        # what the spawned call does, on this container's engine
+        assert runtime.volume_batches is not None
+        done = await runtime.volume_batches.run(batch["id"])
+        assert done["status"] == "completed" and volume.commits > commits
+        assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        polled = (await client.get(f"/v1/batches/{batch['id']}")).json()
+        assert polled == done and volume.reloads > 0
+        out = (await client.get(f"/v1/files/{done['output_file_id']}/content")).text
+        assert [json.loads(x)["custom_id"] for x in out.splitlines()] == ["a"]
+    assert spawned == [batch["id"]]
 
-    jobs = modal_app.SpawnedBatchJobs()
-    with pytest.raises(NotFound):
-        await jobs.output("batch_not_a_call")
-    expired = fake_call(modal.exception.OutputExpiredError())
-    monkeypatch.setattr(modal.FunctionCall, "from_id", lambda _id: expired)
-    with pytest.raises(NotFound):
-        await jobs.cancel("fc-2")
-    assert expired.cancelled == []
+
+async def test_modal_batch_ids_we_did_not_issue_are_404(
+        runtime: Runtime, on_modal: tuple[FakeVolume, list[str], Any]) -> None:
+    _, spawned, batches = on_modal
+    transport = httpx.ASGITransport(app=runtime.asgi(batches))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t",
+                                 headers={"Authorization": "Bearer k"}) as client:
+        # a FunctionCall id of the workspace, a well-formed id we never issued, a path
+        for bad in ("fc-01JQ7Z8Y6X5W4V3U2T1S0R9Q8P", "batch_" + "0" * 32, "..%2Ffiles"):
+            for method, url in (("GET", f"/v1/batches/{bad}"),
+                                ("POST", f"/v1/batches/{bad}/cancel")):
+                r = await client.request(method, url)
+                assert r.status_code == 404, (url, r.text)
+                if "%2F" not in bad:  # that one never reaches a batch route
+                    assert r.json()["error"]["param"] == "batch_id"
+    assert spawned == []
 
 
-async def test_spawned_batch_submit_is_a_spawned_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    spawned: list[Any] = []
+async def test_a_poll_respawns_a_batch_whose_call_died(
+        runtime: Runtime, on_modal: tuple[FakeVolume, list[str], Any]) -> None:
+    from worker.openai.batches.store import Lease
 
-    async def spawn(lines: list[dict[str, Any]]) -> SimpleNamespace:
-        spawned.append(lines)
-        return SimpleNamespace(object_id="fc-3")
+    _, spawned, batches = on_modal
+    vb = runtime.open_batches(batches)
+    assert vb is not None and runtime.state.batches is not None
+    api = runtime.state.batches
+    f = api.files.adopt(_temp_file(api.files, line("a")), filename="x", purpose="batch",
+                        expires_after=None, info={"lines": 1, "urls": ["/v1/chat/completions"]})
+    batch = api.create({"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h"})
+    assert spawned == [batch["id"]]
+    api.retrieve(batch["id"])
+    assert spawned == [batch["id"]]  # just spawned: its call may not hold the lease yet
+    vb.spawned[batch["id"]] = 0.0  # long ago, and no lease on the volume: the call died
+    api.retrieve(batch["id"])
+    assert spawned == [batch["id"]] * 2
+    vb.spawned[batch["id"]] = 0.0
+    alive = Lease(api.batches.path(batch["id"]), {"id": "runner", "host": "h", "pid": 1}, 60)
+    assert alive.acquire() is None  # a live call runs it: a poll leaves it alone
+    api.retrieve(batch["id"])
+    assert spawned == [batch["id"]] * 2
 
-    fake_cls = SimpleNamespace(batch=SimpleNamespace(spawn=SimpleNamespace(aio=spawn)))
-    monkeypatch.setattr(modal_app, "GptOss", lambda: fake_cls)
-    body = await modal_app.SpawnedBatchJobs().submit([line("a"), line("b")])
-    assert body["id"] == "fc-3" and body["status"] == "in_progress"
-    assert body["request_counts"]["total"] == 2 and len(spawned[0]) == 2
+
+def _temp_file(files: Any, *lines: Any) -> Path:
+    temp = files.temp_path()
+    temp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return temp

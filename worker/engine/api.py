@@ -39,6 +39,9 @@ class SamplingOptions:
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
     choice: tuple[str, ...] | None = None
+    # Scheduling: a waiting request with a lower number is scheduled first (live requests
+    # are 0; stored batches' lines run at 1, behind them).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)

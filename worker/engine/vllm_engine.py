@@ -40,7 +40,7 @@ ENGINE_ARG_NAMES = frozenset({
     "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
     "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
     "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
-    "enable_sleep_mode", "load_format", "compilation_config",
+    "enable_sleep_mode", "load_format", "compilation_config", "scheduling_policy",
 })
 # vLLM model loaders LOAD_FORMAT may name (registered in vLLM 0.26 and 0.32; checked by the
 # drift test). `dummy` builds the model from its config with random weights.
@@ -204,7 +204,7 @@ class VllmEngine:
         params = self._sampling_params(options)
         prompt = self._m["TokensPrompt"](prompt_token_ids=list(prompt_token_ids))
         finished = False
-        stream = self._llm.generate(prompt, params, request_id)
+        stream = self._llm.generate(prompt, params, request_id, priority=options.priority)
         try:
             async for out in stream:
                 comp = out.outputs[0]

@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
+from worker.engine.api import EngineError
 from worker.openai.bounds import check_body, is_text
 from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
-from worker.openai.errors import InvalidRequest, PayloadTooLarge, openai_error
+from worker.openai.errors import InvalidRequest, PayloadTooLarge, Unavailable, openai_error
 
 BATCH_URL = "/v1/chat/completions"
 
@@ -35,26 +37,45 @@ async def run_batch(service: Any, lines: list[Any], *, max_lines: int) -> list[d
         raise PayloadTooLarge(f"a batch holds at most {max_lines} lines; this one has "
                               f"{len(lines)}", param="batch")
     ids = Counter(_custom_id(line) for line in lines)
+    return list(await asyncio.gather(*(run_line(service, line, index=i, ids=ids)
+                                       for i, line in enumerate(lines))))
 
-    async def one(index: int, line: Any) -> dict[str, Any]:
-        custom_id = _custom_id(line)
-        try:
-            req = _validate_line(line, index, ids)
-            result = await service.complete(await service.admit(req))
-        except Exception as exc:
-            return _failed(custom_id, exc)
-        return {
-            "id": _new_id(),
-            "custom_id": custom_id,
-            "response": {
-                "status_code": 200,
-                "request_id": _request_id(),
-                "body": result.model_dump(mode="json", exclude_none=True),
-            },
-            "error": None,
-        }
 
-    return list(await asyncio.gather(*(one(i, line) for i, line in enumerate(lines))))
+async def run_line(service: Any, line: Any, *, index: int = 0, ids: Counter[Any] | None = None,
+                   priority: int = 0, fail_unavailable: bool = True) -> dict[str, Any]:
+    """One batch line through the service: its output line, a failure included. With
+    `fail_unavailable=False` an unavailable engine raises instead (the line did not run: a
+    stored batch runs it again later). `priority` > 0 runs it behind live requests."""
+    custom_id = _custom_id(line)
+    try:
+        req = _validate_line(line, index, ids or Counter([custom_id]))
+        prepared = await service.admit(req)
+        if priority:
+            prepared = at_priority(prepared, priority)
+        result = await service.complete(prepared)
+    except (Unavailable, EngineError) as exc:
+        if not fail_unavailable:
+            raise
+        return _failed(custom_id, exc)
+    except Exception as exc:
+        return _failed(custom_id, exc)
+    return {
+        "id": _new_id(),
+        "custom_id": custom_id,
+        "response": {
+            "status_code": 200,
+            "request_id": _request_id(),
+            "body": result.model_dump(mode="json", exclude_none=True),
+        },
+        "error": None,
+    }
+
+
+def at_priority(prepared: Any, priority: int) -> Any:
+    """The same prepared request, scheduled at engine `priority` (lower runs first)."""
+    return replace(prepared, plans=tuple(
+        replace(plan, options=replace(plan.options, priority=priority))
+        for plan in prepared.plans))
 
 
 def _custom_id(line: Any) -> str | None:

@@ -58,21 +58,16 @@ class NotFound(WorkerError):
     error_type = "invalid_request_error"
 
 
-class PayloadTooLarge(WorkerError):
-    status_code = 413
-    error_type = "invalid_request_error"
-
-
-class BatchNotFinished(WorkerError):
-    """An asynchronous batch's output was asked for before it finished."""
+class Conflict(WorkerError):
+    """The request conflicts with the state of what it names (a finished batch, a file in use)."""
 
     status_code = 409
     error_type = "invalid_request_error"
 
 
-class TooManyBatches(WorkerError):
-    status_code = 429
-    error_type = "rate_limit_error"
+class PayloadTooLarge(WorkerError):
+    status_code = 413
+    error_type = "invalid_request_error"
 
 
 class Unavailable(WorkerError):

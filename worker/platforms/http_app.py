@@ -112,9 +112,11 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         return _json(result)
 
     from worker.platforms.http_batch import add_batch_routes
+    from worker.platforms.http_files import add_file_routes
 
     add_batch_routes(app, state, max_lines=state.max_batch_lines,
                      max_body_bytes=state.max_body_bytes)
+    add_file_routes(app, state)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

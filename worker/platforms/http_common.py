@@ -40,6 +40,7 @@ class AppState:
     inflight: int = 0  # /v1 requests whose response has not been fully sent
     startup_error: str | None = None
     timeline: dict[str, float] = field(default_factory=dict)
+    batches: Any | None = None  # worker.openai.batches.api.BatchAPI: the Files and Batches APIs
     metrics: Any | None = None  # worker.openai.metrics.Metrics: GET /metrics and per-status counts
 
     def ready_service(self) -> Any:

@@ -24,9 +24,10 @@ from worker.setup.config import Settings
 HUB_PATH = Path(".runpod/hub.json")
 
 # Read by `serve` or by the pod image only, never by the RunPod worker (RunPod authenticates
-# callers itself, and its SDK drains the jobs in flight on SIGTERM).
+# callers itself, its SDK drains the jobs in flight on SIGTERM, and its own queue holds
+# many jobs: the Files and Batches APIs' BATCH_DIR is the HTTP server's).
 NOT_ON_RUNPOD = frozenset({"host", "port", "api_key", "max_request_bytes", "drain_seconds",
-                           "public_key", "ssh_public_key", "ssh_password"})
+                           "public_key", "ssh_public_key", "ssh_password", "batch_dir"})
 # Shown by default; everything else sits under the Hub form's "advanced" toggle.
 BASIC = frozenset({"model", "max_model_len", "hf_token", "served_model_name",
                    "max_concurrency", "default_reasoning_effort"})

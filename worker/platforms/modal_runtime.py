@@ -63,6 +63,8 @@ class Runtime:
         self.models = tuple(models) or ((self.settings.model,) if self.settings.model else ())
         self.asleep = False
         self._asgi: ASGIApp | None = None
+        self.volume_batches: Any = None  # worker.platforms.modal_batches.VolumeBatches
+        self.batch_runner: Any = None  # run locally: worker.openai.batches.runner.BatchRunner
 
     def start(self) -> None:
         """Reload the volumes (the `download` function's commit shows now), put the compile
@@ -121,17 +123,38 @@ class Runtime:
             self.asleep = False
             reseed()
 
-    def asgi(self, jobs: Any = None) -> ASGIApp:
-        """The shared HTTP app on the engine loop; `jobs` holds `/v1/batches` (None: memory)."""
+    def asgi(self, batches: Any = None) -> ASGIApp:
+        """The shared HTTP app on the engine loop. `batches` (a `(volume, root, spawn)` triple)
+        puts the Files and Batches APIs on a Modal Volume; None runs them as the HTTP server
+        does, under BATCH_DIR."""
         if self._asgi is None:
             from worker.platforms.http_app import create_app
-            from worker.platforms.http_batch import add_batch_routes
 
-            fastapi_app = create_app(self.state)
-            add_batch_routes(fastapi_app, self.state, jobs=jobs,
-                             max_lines=self.settings.max_batch_lines)
-            self._asgi = on_loop(fastapi_app, self.engine_loop)
+            self.open_batches(batches)
+            self._asgi = on_loop(create_app(self.state), self.engine_loop)
         return self._asgi
+
+    def open_batches(self, batches: Any = None) -> Any:
+        """The Files and Batches APIs: on Modal the store on the batches Volume and a spawned
+        call per batch (returns the VolumeBatches); locally the HTTP server's own runner."""
+        if self.state.batches is not None:
+            return self.volume_batches
+        if batches is None:
+            from worker.platforms.http_files import batch_concurrency, open_batches
+            from worker.setup.weights import default_batch_dir
+
+            runner = open_batches(self.state, default_batch_dir(self.settings, self.env),
+                                  concurrency=batch_concurrency(self.state.ready_service()))
+            self.batch_runner = runner
+            self.engine_loop.loop.call_soon_threadsafe(self.engine_loop.loop.create_task,
+                                                       runner.serve())
+            return None
+        from worker.platforms.modal_batches import VolumeBatches
+
+        volume, root, spawn = batches
+        self.volume_batches = VolumeBatches(self, volume, root, spawn)
+        self.state.batches = self.volume_batches.api()
+        return self.volume_batches
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.engine_loop.call(self._chat(body))
@@ -174,6 +197,8 @@ class Runtime:
     def stop(self) -> None:
         self.state.draining = True
         service = self.state.service
+        if self.batch_runner is not None:
+            self.engine_loop.run(self.batch_runner.close(), timeout=60)
         if service is not None:
             self.engine_loop.run(service.engine.shutdown(), timeout=60)
             self.state.service = None  # let the engine go now, not at interpreter exit

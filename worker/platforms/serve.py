@@ -11,9 +11,11 @@ from typing import Any
 
 from worker.openai.metrics import Metrics
 from worker.platforms.http_app import AppState, create_app
+from worker.platforms.http_files import batch_concurrency, open_batches
 from worker.setup.bootstrap import Timeline, configure_logging, start
 from worker.setup.config import Settings, load_settings
 from worker.setup.progress import Progress, process_age
+from worker.setup.weights import default_batch_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ def build_app(settings: Settings, env: Mapping[str, str],
             raise
         state.service = service
         watcher = asyncio.create_task(_watch_engine(state))
+        batch_dir = default_batch_dir(settings, env)
+        runner = open_batches(state, batch_dir, concurrency=batch_concurrency(service))
+        batches = asyncio.create_task(runner.serve())  # resumes unfinished batches
+        log.info("files and batches in %s", batch_dir)
         url = f"http://{settings.host}:{settings.port}/v1"
         log.info("READY: model %s at %s", service.model_names[0], url)
         progress.ready(url, model=service.model_names[0], seconds=process_age())
@@ -46,6 +52,8 @@ def build_app(settings: Settings, env: Mapping[str, str],
         finally:
             state.draining = True
             watcher.cancel()
+            batches.cancel()
+            await runner.close()  # in-flight lines stop unjournaled; the batch resumes later
             await service.engine.shutdown()
 
     return create_app(state, lifespan=lifespan)

@@ -136,6 +136,12 @@ class Settings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", json_schema_extra=_env(
             "LOG_LEVEL", group="API & networking", doc="Log level."))
+    batch_dir: str | None = Field(None, json_schema_extra=_env(
+        "BATCH_DIR", group="API & networking",
+        doc="Where the Files and Batches APIs keep uploads, batch state and outputs (put it "
+        "on the network volume: batches survive restarts and resume there). Unset: "
+        "`batches` in the worker's folder beside the weight cache (on RunPod's network "
+        "volume when one is mounted), else `~/.cache/gpt-oss-worker/batches`."))
     max_concurrency: int | None = Field(None, ge=1, le=4096, json_schema_extra=_env(
         "MAX_CONCURRENCY", group="API & networking",
         doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS."))

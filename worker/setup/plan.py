@@ -25,6 +25,7 @@ from worker.setup.models_catalog import GPT_OSS_20B, GPT_OSS_120B, ModelShape
 ENGINE_ARG_NAMES = frozenset({
     "attention_backend", "kv_cache_dtype", "tensor_parallel_size", "max_model_len",
     "max_num_batched_tokens", "gpu_memory_utilization", "max_num_seqs", "quantization",
+    "scheduling_policy",
 })
 # vLLM 0.32 AttentionBackendEnum members a user may force.
 ATTENTION_BACKENDS = ("FLASH_ATTN", "TRITON_ATTN", "FLASHINFER", "CPU_ATTN", "FLEX_ATTENTION")
@@ -334,6 +335,9 @@ def engine_args(plan: EnginePlan) -> dict[str, object]:
         "max_model_len": plan.max_model_len,
         "max_num_batched_tokens": plan.max_num_batched_tokens,
         "max_num_seqs": plan.max_num_seqs,
+        # Waiting requests by priority, then arrival: live requests (0) before stored
+        # batches' lines (1); with equal priorities it is first come, first served.
+        "scheduling_policy": "priority",
     }
     if plan.device == "cuda":
         args["gpu_memory_utilization"] = plan.gpu_memory_utilization

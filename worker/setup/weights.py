@@ -48,6 +48,17 @@ def default_cache_dir(settings: Settings, env: Mapping[str, str]) -> Path | None
     return None
 
 
+def default_batch_dir(settings: Settings, env: Mapping[str, str]) -> Path:
+    """BATCH_DIR, else beside the weight cache (our folder on the volume), else ~/.cache."""
+    if settings.batch_dir:
+        return Path(settings.batch_dir)
+    cache = default_cache_dir(settings, env)
+    if cache is not None:
+        return cache / OURS / "batches"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".cache" / "gpt-oss-worker" / "batches"
+
+
 def cache_env(cache_dir: Path | None) -> dict[str, str]:
     """vLLM, torch inductor and Triton compile caches on the cache volume (none without one)."""
     if cache_dir is None:
