@@ -18,12 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import (
-    REASONING_BUDGET,
-    ChoicePlan,
-    ChoiceResult,
-    run_choice,
-)
+from worker.harmony.generation import ChoicePlan, ChoiceResult
+from worker.openai import core
 from worker.openai.chat.convert import render_chat
 from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
 from worker.openai.chat.protocol import (
@@ -34,18 +30,9 @@ from worker.openai.chat.response import (
     ChatCompletion,
     ModelList,
 )
-from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from worker.openai.core import Limits
+from worker.openai.errors import InvalidRequest
 from worker.openai.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
-from worker.openai.stops import StopMatcher
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request limits; adapters enforce body size and batch lines themselves."""
-
-    max_n: int = 8
-    max_messages: int = 2048
-    max_completion_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +60,7 @@ class ChatService:
     ):
         self.engine = engine
         self.default_effort = default_effort
-        self._today = today
+        self.today = today
         self.limits = limits or Limits()
         self.observer = observer or NULL_OBSERVER  # metrics: tokens as they come, counts at the end
 
@@ -91,41 +78,23 @@ class ChatService:
     # -- preparation ----------------------------------------------------------
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
         validate_request(req)
-        if req.model and req.model not in self.model_names:
-            raise ModelNotFound(
-                f"model {req.model!r} is not served here; available: {list(self.model_names)}"
-            )
+        model = core.resolve_model(req.model, self.model_names)
         n = req.n or 1
         if n > self.limits.max_n:
             raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
         if len(req.messages) > self.limits.max_messages:
             raise InvalidRequest(
                 f"at most {self.limits.max_messages} messages per request", param="messages")
-        cap = self.limits.max_completion_tokens
         asked = req.effective_max_tokens()
-        if cap is not None and asked is not None and asked > cap:
-            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        core.check_cap(asked, self.limits, param)
         tool_choice = req.tool_choice
         tools = req.tools or []
         include_tools = bool(tools) and tool_choice != "none"
-        prompt = render_chat(req, include_tools=include_tools, today=self._today(),
+        prompt = render_chat(req, include_tools=include_tools, today=self.today(),
                              default_effort=self.default_effort)
-        max_len = self.engine.info.max_model_len
-        if len(prompt) >= max_len:
-            raise ContextLengthExceeded(
-                f"this model's maximum context length is {max_len} tokens, but the messages "
-                f"are {len(prompt)} tokens long"
-            )
-        room = max_len - len(prompt)
-        if asked is not None and asked > room:
-            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            raise ContextLengthExceeded(
-                f"{param}={asked} plus the {len(prompt)} prompt tokens exceeds this model's "
-                f"maximum context length of {max_len} tokens (at most {room} here)",
-                param=param,
-            )
-        budget = asked if asked is not None else min(room, cap or room)
+        budget = core.token_budget(len(prompt), self.engine.info.max_model_len, asked,
+                                   self.limits, param=param, input_param="messages")
         base = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,
@@ -138,24 +107,17 @@ class ChatService:
             frequency_penalty=req.frequency_penalty or 0.0,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         )
-        effort = req.reasoning_effort or self.default_effort
-        reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
-        plan = ChoicePlan(prompt=tuple(prompt), options=base,
-                          reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
-        forced = _forced_tools(tool_choice, tools)
-        if forced:
-            schemas = {}
-            for i, t in enumerate(tools):
-                schema = t.function.parameters or {"type": "object"}
-                if t.function.name in forced:
-                    _check_schema(schema, f"tools[{i}].function.parameters")
-                schemas[t.function.name] = schema
-            plan = replace(plan, mode="tool", tool_names=forced, tool_schemas=schemas)
-        elif req.response_format is not None and req.response_format.type != "text":
-            answer_schema = _schema_of(req.response_format)
-            if answer_schema is not None:
-                _check_schema(answer_schema, "response_format.json_schema.schema")
-            plan = replace(plan, mode="json", json_schema=answer_schema)
+        plan = core.base_plan(prompt, base, effort=req.reasoning_effort or self.default_effort,
+                              asked=asked)
+        fmt = req.response_format
+        answer = None
+        if fmt is not None and fmt.type != "text":
+            answer = core.JsonAnswer(_schema_of(fmt), "response_format.json_schema.schema")
+        plan = core.constrain(
+            plan, tools=[core.ToolSpec(t.function.name, t.function.parameters,
+                                       f"tools[{i}].function.parameters")
+                         for i, t in enumerate(tools)],
+            forced=_forced_tools(tool_choice, tools), answer=answer)
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
@@ -163,7 +125,7 @@ class ChatService:
         stop = req.stop if isinstance(req.stop, list) else ([req.stop] if req.stop else [])
         return Prepared(
             request=req, id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
-            model=req.model or self.model_names[0], prompt_tokens=len(prompt), plans=plans,
+            model=model, prompt_tokens=len(prompt), plans=plans,
             stop=tuple(s for s in stop if s),
         )
 
@@ -239,30 +201,10 @@ class ChatService:
         if opts is not None and opts.include_usage:
             yield chunk([], usage=self._usage(p, results))
 
-    async def _events(
+    def _events(
         self, p: Prepared, i: int, result: ChoiceResult, obs: RequestObserver = NULL_REQUEST
     ) -> AsyncGenerator[list, None]:
-        stops = StopMatcher(p.stop) if p.stop else None
-        gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
-        seen = 0
-        try:
-            async for events in gen:
-                if result.completion_tokens > seen:  # tokens of this delta (headers included)
-                    obs.tokens(result.completion_tokens - seen)
-                    seen = result.completion_tokens
-                if stops is not None:
-                    events = stops.filter(events)
-                if events:
-                    yield events
-                if stops is not None and stops.hit:
-                    result.finish_reason = "stop"
-                    break
-            if stops is not None:
-                tail = stops.flush()
-                if tail:
-                    yield tail
-        finally:
-            await gen.aclose()  # aborts the engine request if it is still running
+        return core.choice_events(self.engine, f"{p.id}-{i}", p.plans[i], result, obs, p.stop)
 
     def _usage(self, p: Prepared, results: list[ChoiceResult]) -> dict[str, Any]:
         completion = sum(r.completion_tokens for r in results)
@@ -282,20 +224,6 @@ def _forced_tools(tool_choice: Any, tools: list[Any]) -> tuple[str, ...]:
     if tool_choice is not None and not isinstance(tool_choice, str):
         return (tool_choice.function.name,)
     return ()
-
-
-def _check_schema(schema: Any, param: str) -> None:
-    """A schema the output will be constrained to must be a valid JSON schema object."""
-    import jsonschema
-
-    if not isinstance(schema, dict):
-        raise InvalidRequest("must be a JSON schema object", param=param)
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path)
-        raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
-                             f"{exc.message[:200]}", param=param) from None
 
 
 def _schema_of(fmt: Any) -> dict[str, Any] | None:

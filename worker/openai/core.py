@@ -1,0 +1,143 @@
+"""What every OpenAI generation surface shares: limits, the token budget, one choice's plan,
+and the run of one choice's events with metrics and abort.
+
+The chat and responses services convert their requests into a Harmony
+`Conversation` and call these, so every surface checks the context the same way,
+constrains tool calls and structured output the same way (worker.harmony.generation)
+and reports the same metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from worker.engine.api import Engine, SamplingOptions
+from worker.harmony.generation import REASONING_BUDGET, ChoicePlan, ChoiceResult, run_choice
+from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
+from worker.openai.metrics import NULL_REQUEST, RequestObserver
+from worker.openai.stops import StopMatcher
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits; adapters enforce body size and batch lines themselves."""
+
+    max_n: int = 8
+    max_messages: int = 2048
+    max_completion_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function tool as the planner needs it."""
+
+    name: str
+    parameters: dict[str, Any] | None
+    param: str  # where its parameters are in the request, for errors
+
+
+@dataclass(frozen=True)
+class JsonAnswer:
+    """The answer must be JSON: matching `schema`, or any JSON object when it is None."""
+
+    schema: dict[str, Any] | None
+    param: str  # where the schema is in the request, for errors
+
+
+def resolve_model(requested: str | None, served: Sequence[str]) -> str:
+    if requested and requested not in served:
+        raise ModelNotFound(
+            f"model {requested!r} is not served here; available: {list(served)}")
+    return requested or served[0]
+
+
+def check_cap(asked: int | None, limits: Limits, param: str) -> None:
+    cap = limits.max_completion_tokens
+    if cap is not None and asked is not None and asked > cap:
+        raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
+
+
+def token_budget(prompt_len: int, max_len: int, asked: int | None, limits: Limits, *,
+                 param: str, input_param: str) -> int:
+    """The completion budget: what was asked, else the rest of the context (and the cap)."""
+    if prompt_len >= max_len:
+        raise ContextLengthExceeded(
+            f"this model's maximum context length is {max_len} tokens, but the input is "
+            f"{prompt_len} tokens long", param=input_param)
+    room = max_len - prompt_len
+    if asked is not None and asked > room:
+        raise ContextLengthExceeded(
+            f"{param}={asked} plus the {prompt_len} prompt tokens exceeds this model's "
+            f"maximum context length of {max_len} tokens (at most {room} here)", param=param)
+    cap = limits.max_completion_tokens
+    return asked if asked is not None else min(room, cap or room)
+
+
+def base_plan(prompt: Sequence[int], options: SamplingOptions, *, effort: str,
+              asked: int | None) -> ChoicePlan:
+    budget = options.max_tokens
+    reasoning = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
+    return ChoicePlan(prompt=tuple(prompt), options=options,
+                      reasoning_budget=max(1, min(reasoning, budget - 1)))
+
+
+def constrain(plan: ChoicePlan, *, tools: Sequence[ToolSpec], forced: Sequence[str],
+              answer: JsonAnswer | None) -> ChoicePlan:
+    """Forced tool calls (`forced`: the allowed names) or a JSON answer."""
+    if forced:
+        schemas = {}
+        for t in tools:
+            schema = t.parameters or {"type": "object"}
+            if t.name in forced:
+                check_schema(schema, t.param)
+            schemas[t.name] = schema
+        return replace(plan, mode="tool", tool_names=tuple(forced), tool_schemas=schemas)
+    if answer is not None:
+        if answer.schema is not None:
+            check_schema(answer.schema, answer.param)
+        return replace(plan, mode="json", json_schema=answer.schema)
+    return plan
+
+
+def check_schema(schema: Any, param: str) -> None:
+    """A schema the output will be constrained to must be a valid JSON schema object."""
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise InvalidRequest("must be a JSON schema object", param=param)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
+                             f"{exc.message[:200]}", param=param) from None
+
+
+async def choice_events(
+    engine: Engine, request_id: str, plan: ChoicePlan, result: ChoiceResult,
+    obs: RequestObserver = NULL_REQUEST, stop: Sequence[str] = (),
+) -> AsyncGenerator[list[Any], None]:
+    """One choice's parser events, with token metrics, `stop` strings and abort on close."""
+    stops = StopMatcher(stop) if stop else None
+    gen = run_choice(engine, request_id, plan, result)
+    seen = 0
+    try:
+        async for events in gen:
+            if result.completion_tokens > seen:  # tokens of this delta (headers included)
+                obs.tokens(result.completion_tokens - seen)
+                seen = result.completion_tokens
+            if stops is not None:
+                events = stops.filter(events)
+            if events:
+                yield events
+            if stops is not None and stops.hit:
+                result.finish_reason = "stop"
+                break
+        if stops is not None:
+            tail = stops.flush()
+            if tail:
+                yield tail
+    finally:
+        await gen.aclose()  # aborts the engine request if it is still running
