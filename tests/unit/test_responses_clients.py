@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.unit.fake_engine import FakeEngine
-from worker.harmony.tokens import encoding
+from worker.harmony.tokens import RETURN, encoding
 from worker.openai.chat.service import ChatService
 from worker.platforms.http_app import AppState, create_app
 
@@ -23,7 +23,13 @@ TOOL = {"type": "function", "name": "get_weather", "description": "Weather in a 
 
 
 def _script(prompt: list[int], options: Any) -> list[int]:
-    text = encoding().decode(prompt)
+    """Writes its branch's output after the prompt, continuing from wherever the worker's
+    context stops (it restarts generation after the headers it writes), and ARGS under a
+    grammar (a strict tool's arguments)."""
+    enc = encoding()
+    if options.json_schema is not None or options.json_object:
+        return [*enc.encode(ARGS), RETURN]
+    text = enc.decode(prompt)
     if "<|start|>functions.get_weather" in text:
         out = f"<|channel|>final<|message|>{AFTER_TOOL}<|return|>"
     elif "get_weather" in text:
@@ -33,7 +39,9 @@ def _script(prompt: list[int], options: Any) -> list[int]:
     else:
         out = f"<|channel|>analysis<|message|>Greet.<|end|><|start|>assistant<|channel|>final" \
               f"<|message|>{ANSWER}<|return|>"
-    return list(encoding().encode(out, allowed_special="all"))
+    full = list(enc.encode(out, allowed_special="all"))
+    done = next(k for k in range(len(full), -1, -1) if k == 0 or prompt[-k:] == full[:k])
+    return full[done:]
 
 
 PATHS: list[str] = []

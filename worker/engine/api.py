@@ -31,6 +31,8 @@ class SamplingOptions:
     stop_token_ids: tuple[int, ...] = ()
     # Number of top alternatives to return per token; None = no logprobs at all.
     logprobs: int | None = None
+    # (token id, bias) pairs added to the logits before sampling (OpenAI's logit_bias).
+    logit_bias: tuple[tuple[int, float], ...] = ()
     # Structured output: at most one of these is set.
     json_schema: dict[str, Any] | None = None
     json_object: bool = False

@@ -165,6 +165,7 @@ class VllmEngine:
             repetition_penalty=o.repetition_penalty,
             stop_token_ids=list(o.stop_token_ids),
             logprobs=o.logprobs,
+            logit_bias=dict(o.logit_bias) or None,
             structured_outputs=structured,
             detokenize=False,  # the Harmony layer decodes; skip vLLM's detokenizer
             output_kind=self._m["DELTA"],

@@ -16,11 +16,16 @@ EFFORTS: tuple[Effort, ...] = ("low", "medium", "high")
 
 @dataclass(frozen=True, slots=True)
 class FunctionTool:
-    """A function the model may call (rendered into the developer message)."""
+    """A function the model may call (rendered into the developer message).
+
+    `strict`: its arguments must follow `parameters` (generation constrains them; the
+    prompt is the same either way).
+    """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)

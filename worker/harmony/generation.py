@@ -1,48 +1,106 @@
-"""One choice of a chat completion: engine calls in Harmony phases -> parser events.
+"""One choice of a completion: engine calls in Harmony phases -> parser events.
 
-Free mode is one engine call that stops on the Harmony stop tokens. When the
-output must obey a constraint (tool_choice `required` or a named function,
-or a JSON response_format) the model first reasons freely in the analysis
-channel, then the worker opens the constrained message itself (the Harmony
-header of a tool call or of the final channel) and lets vLLM's structured
-output constrain only that message's body to the JSON schema. Reasoning stays
-free; the constrained part is valid by construction.
+Every OpenAI surface (chat completions, responses) describes a choice as a
+`ChoicePlan` and runs it with `run_choice`; the plan's `mode` picks the phases:
+
+* ``free``: one engine call that stops on the Harmony stop tokens.
+* ``forced_call`` (`must_call`: tool_choice `required`, a named function, or
+  `allowed_tools` in required mode): the model reasons freely in the analysis
+  channel, then the worker writes the tool-call header itself (letting the model
+  pick the name when there are several) and the arguments follow that tool's schema.
+* ``forced_answer`` (`answer` set and no tools offered): free reasoning, then the
+  worker opens the final channel and the answer follows the JSON schema.
+* ``guided`` (`answer` set while tools are offered, or a `strict` tool offered):
+  the model stays free to reason, write preambles and call any tool. Each
+  engine call stops right after a message header (`<|message|>`); the header the
+  model wrote decides how its body is generated: the final channel follows the
+  `answer` schema, a call `to=functions.NAME` of a strict tool follows NAME's
+  schema, anything else stays free. The constraint starts only once the model
+  itself chose to answer or to call.
+
+Constraints use the engine's structured output (vLLM structured outputs) on the
+body of one message only; reasoning stays free and the constrained part is valid
+by construction.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from worker.engine.api import Engine, FinishReason, SamplingOptions, TokenLogprob
+from worker.harmony.conversation import FunctionTool
 from worker.harmony.parser import ContentDelta, HarmonyStreamParser, ToolCallStart
 from worker.harmony.render import (
     analysis_prefix_tokens,
     final_prefix_tokens,
     tool_call_prefix_tokens,
 )
-from worker.harmony.tokens import CALL, END, FIRST_SPECIAL, RETURN, decode_text, stop_token_ids
+from worker.harmony.tokens import (
+    CALL,
+    END,
+    FIRST_SPECIAL,
+    MESSAGE,
+    RETURN,
+    decode_text,
+    stop_token_ids,
+)
 
-Mode = Literal["free", "tool", "json"]
+Mode = Literal["free", "forced_call", "forced_answer", "guided"]
+# What a choice reports as its end (OpenAI's values; an engine abort counts as "length").
+ChoiceFinish = Literal["stop", "length", "tool_calls"]
 
-# Reasoning budget of a constrained request when the client sets no max_tokens.
+# Reasoning budget of a forced phase when the client sets no max_tokens.
 REASONING_BUDGET = {"low": 1024, "medium": 4096, "high": 16384}
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+@dataclass(frozen=True, slots=True)
+class JsonAnswer:
+    """The answer (final channel) must be JSON: matching `schema`, or any object when None."""
+
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class ChoicePlan:
-    """How to generate one choice; built by the service from a validated request."""
+    """How to generate one choice; built by an OpenAI service from a validated request.
+
+    prompt: the rendered prompt, ending with `<|start|>assistant`.
+    options: sampling; `max_tokens` is the whole completion budget (headers included).
+    tools: the functions offered in the prompt; a `strict` one's arguments are constrained
+        to its `parameters` whenever the model calls it.
+    must_call: non-empty = the turn must be a call to one of these names (the arguments
+        are then constrained whatever `strict` says).
+    answer: constrain the final answer to JSON (response_format json_object/json_schema).
+    reasoning_budget: analysis tokens before a forced phase opens its message.
+    """
 
     prompt: tuple[int, ...]
-    options: SamplingOptions  # max_tokens = the whole completion budget
-    mode: Mode = "free"
-    tool_names: tuple[str, ...] = ()  # mode "tool": the allowed functions (one = named)
-    tool_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)
-    json_schema: dict[str, Any] | None = None  # mode "json": None means any JSON object
+    options: SamplingOptions
+    tools: tuple[FunctionTool, ...] = ()
+    must_call: tuple[str, ...] = ()
+    answer: JsonAnswer | None = None
     reasoning_budget: int = 4096
+
+    @property
+    def mode(self) -> Mode:
+        if self.must_call:
+            return "forced_call"
+        if self.answer is not None and not self.tools:
+            return "forced_answer"
+        if self.answer is not None or any(t.strict for t in self.tools):
+            return "guided"
+        return "free"
+
+    def arguments_schema(self, name: str) -> dict[str, Any]:
+        """The JSON schema of `name`'s arguments (any object when it declares none)."""
+        tool = next((t for t in self.tools if t.name == name), None)
+        return (tool.parameters if tool is not None else None) or ANY_OBJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +112,11 @@ class AnswerLogprobs:
 
 @dataclass
 class ChoiceResult:
-    """Filled in while the events stream; final once the iterator is exhausted."""
+    """Filled in while the events stream; final once the iterator ends or is closed."""
 
     completion_tokens: int = 0
     reasoning_tokens: int = 0
-    finish_reason: FinishReason = "stop"
+    finish_reason: ChoiceFinish = "stop"
     malformed: bool = False
     tool_calls: int = 0
 
@@ -72,6 +130,7 @@ class _Run:
         self.pending_logprobs: list[TokenLogprob] = []
         self.ctx = list(plan.prompt)
         self.budget = plan.options.max_tokens
+        self.last = -1  # the last token of the latest engine call
 
     def inject(self, tokens: Sequence[int]) -> list[Any]:
         """Append tokens the worker writes itself (Harmony headers); they count as output."""
@@ -80,22 +139,31 @@ class _Run:
         self.result.completion_tokens += len(tokens)
         return self.parser.feed(tokens) if tokens else []
 
+    def options(self, **changes: Any) -> SamplingOptions:
+        """The plan's sampling options for one engine call: unconstrained unless changed."""
+        base = {"max_tokens": max(1, self.budget), "stop_token_ids": stop_token_ids(),
+                "json_schema": None, "json_object": False, "choice": None}
+        return replace(self.plan.options, **{**base, **changes})
+
     async def generate(
-        self, opts: SamplingOptions, tag: str, *, parse: bool = True, call_not_return: bool = False
+        self, opts: SamplingOptions, tag: str, *, parse: bool = True, end_with: int | None = None
     ) -> AsyncGenerator[tuple[list[int], list[Any]], None]:
+        """One engine call on the context so far. `end_with`: a constrained body ends with the
+        tokenizer's end-of-sequence token; the message ends with this one (<|call|>/<|return|>)."""
         rid = f"{self.request_id}-{tag}"
+        self.last = -1
         async with aclosing(self.engine.generate(rid, self.ctx, opts)) as deltas:
             async for delta in deltas:
                 toks = list(delta.token_ids)
-                if call_not_return and delta.finished and toks and toks[-1] == RETURN:
-                    # A grammar ends the JSON body with the tokenizer's EOS; a tool call ends
-                    # with <|call|>.
-                    toks[-1] = CALL
+                if (end_with is not None and delta.finish_reason == "stop" and toks
+                        and toks[-1] >= FIRST_SPECIAL):
+                    toks[-1] = end_with
                 self.ctx.extend(toks)
                 self.budget -= len(toks)
                 self.result.completion_tokens += len(toks)
+                self.last = toks[-1] if toks else self.last
                 if delta.finished:
-                    self.result.finish_reason = delta.finish_reason or "stop"
+                    self.result.finish_reason = _finish(delta.finish_reason)
                 if not (parse and toks):
                     events = []
                 elif delta.logprobs:
@@ -104,7 +172,6 @@ class _Run:
                     events = self.parser.feed(toks)
                 _count(events, self.result)
                 yield toks, events
-
 
     def _feed_with_logprobs(
         self, toks: list[int], logprobs: tuple[TokenLogprob, ...]
@@ -129,77 +196,120 @@ class _Run:
 async def run_choice(
     engine: Engine, request_id: str, plan: ChoicePlan, result: ChoiceResult
 ) -> AsyncGenerator[list[Any], None]:
-    """Yield lists of streaming events (see worker.harmony.parser) for one choice."""
+    """Yield lists of streaming events (see worker.harmony.parser) for one choice.
+
+    `result` holds the counts so far at every step, also when the caller stops early
+    (a `stop` string) and closes this generator.
+    """
     run = _Run(engine, request_id, plan, result)
-    stops = stop_token_ids()
-    if plan.mode == "free":
-        opts = replace(plan.options, stop_token_ids=stops)
-        async with aclosing(run.generate(opts, "0")) as gen:
+    phases = {"free": _free, "guided": _guided, "forced_call": _forced_call,
+              "forced_answer": _forced_answer}[plan.mode]
+    try:
+        async with aclosing(phases(run)) as gen:
+            async for events in gen:
+                yield events
+        yield run.parser.finish()
+    finally:
+        result.malformed = run.parser.malformed
+        result.reasoning_tokens = run.parser.reasoning_tokens
+        if result.tool_calls and result.finish_reason == "stop":
+            result.finish_reason = "tool_calls"
+
+
+async def _free(run: _Run) -> AsyncGenerator[list[Any], None]:
+    """One engine call up to <|return|> or <|call|>."""
+    async with aclosing(run.generate(run.options(), "0")) as gen:
+        async for _, events in gen:
+            yield events
+
+
+async def _guided(run: _Run) -> AsyncGenerator[list[Any], None]:
+    """Free, but each message header the model writes decides how its body is generated."""
+    plan = run.plan
+    strict = {t.name for t in plan.tools if t.strict}
+    for step in itertools.count():
+        opts = run.options(stop_token_ids=(*stop_token_ids(), MESSAGE))
+        async with aclosing(run.generate(opts, f"g{step}")) as gen:
             async for _, events in gen:
                 yield events
-    else:
-        async with aclosing(_reason(run)) as reason:
-            async for events in reason:
-                yield events
+        header = run.parser.header
+        if run.last != MESSAGE or header is None:
+            return  # the turn ended (<|return|>, <|call|>) or the budget did
         if run.budget <= 0:
-            result.finish_reason = "length"
-        elif plan.mode == "tool":
-            async with aclosing(_forced_tool(run)) as tool:
-                async for events in tool:
-                    yield events
+            run.result.finish_reason = "length"  # a header with no room left for its body
+            return
+        recipient = header.recipient or ""
+        by_assistant = header.role in (None, "assistant")
+        called = recipient[len("functions."):] if recipient.startswith("functions.") else None
+        if by_assistant and called in strict:
+            opts, end_with = run.options(json_schema=plan.arguments_schema(called)), CALL
+        elif (by_assistant and plan.answer is not None and header.channel == "final"
+              and recipient in ("", "all")):
+            opts, end_with = _answer_options(run), RETURN
         else:
-            yield run.inject(final_prefix_tokens())
-            opts = replace(
-                plan.options, max_tokens=run.budget, stop_token_ids=stops,
-                json_schema=plan.json_schema, json_object=plan.json_schema is None,
-            )
-            async with aclosing(run.generate(opts, "j")) as gen:
-                async for _, events in gen:
-                    yield events
-    yield run.parser.finish()
-    result.malformed = run.parser.malformed
-    result.reasoning_tokens = run.parser.reasoning_tokens
-    if result.tool_calls and result.finish_reason == "stop":
-        result.finish_reason = "tool_calls"  # type: ignore[assignment]
+            continue  # reasoning, a preamble, a call of a non-strict tool: the body stays free
+        async with aclosing(run.generate(opts, f"c{step}", end_with=end_with)) as gen:
+            async for _, events in gen:
+                yield events
+        return
+
+
+def _answer_options(run: _Run) -> SamplingOptions:
+    answer = run.plan.answer
+    assert answer is not None
+    return run.options(json_schema=answer.schema, json_object=answer.schema is None)
+
+
+async def _forced_answer(run: _Run) -> AsyncGenerator[list[Any], None]:
+    """Free reasoning, then the worker opens the final channel; the body follows the schema."""
+    async with aclosing(_reason(run)) as reason:
+        async for events in reason:
+            yield events
+    if run.budget <= 0:
+        run.result.finish_reason = "length"
+        return
+    yield run.inject(final_prefix_tokens())
+    async with aclosing(run.generate(_answer_options(run), "j", end_with=RETURN)) as gen:
+        async for _, events in gen:
+            yield events
 
 
 async def _reason(run: _Run) -> AsyncGenerator[list[Any], None]:
-    """Phase 1 of a constrained choice: free reasoning in the analysis channel."""
+    """Phase 1 of a forced choice: free reasoning in the analysis channel."""
     stops = stop_token_ids()
-    opts = replace(
-        run.plan.options,
-        max_tokens=max(1, min(run.plan.reasoning_budget, run.budget - 1)),
-        stop_token_ids=(END, *stops), json_schema=None, json_object=False, choice=None,
-    )
+    opts = run.options(max_tokens=max(1, min(run.plan.reasoning_budget, run.budget - 1)),
+                       stop_token_ids=(END, *stops))
     yield run.inject(analysis_prefix_tokens())
-    last = -1
     async with aclosing(run.generate(opts, "a")) as gen:
-        async for toks, events in gen:
-            last = toks[-1] if toks else last
+        async for _, events in gen:
             yield events
-    if last != END:
+    if run.last != END:
         # Budget spent, or the model ended the turn: close the analysis message ourselves.
-        if last in stops:
+        if run.last in stops:
             run.ctx.pop()
         yield run.inject([END])
 
 
-async def _forced_tool(run: _Run) -> AsyncGenerator[list[Any], None]:
-    """Phase 2: the worker opens a tool-call header; the arguments follow the schema."""
-    names = run.plan.tool_names
-    stops = stop_token_ids()
+async def _forced_call(run: _Run) -> AsyncGenerator[list[Any], None]:
+    """Reasoning, then the worker opens a tool-call header; the arguments follow the schema."""
+    async with aclosing(_reason(run)) as reason:
+        async for events in reason:
+            yield events
+    if run.budget <= 0:
+        run.result.finish_reason = "length"
+        return
+    names = run.plan.must_call
     name = names[0]
     if len(names) > 1:
         # Let the model pick the function after `to=functions.`, constrained to the names.
         mark = len(run.ctx)
         header = tool_call_prefix_tokens(None, after_message=True)
         run.ctx.extend(header)
-        pick = replace(run.plan.options, max_tokens=64, choice=names, stop_token_ids=stops,
-                       json_schema=None, json_object=False)
+        pick = run.options(max_tokens=64, choice=names)
         picked: list[int] = []
         async with aclosing(run.generate(pick, "n", parse=False)) as gen:
             async for toks, _ in gen:
-                picked.extend(t for t in toks if t not in stops)
+                picked.extend(t for t in toks if t < FIRST_SPECIAL)
         text = decode_text(picked).strip()
         name = text if text in names else names[0]
         generated = len(run.ctx) - mark - len(header)
@@ -207,15 +317,16 @@ async def _forced_tool(run: _Run) -> AsyncGenerator[list[Any], None]:
         run.budget += generated
         del run.ctx[mark:]
     yield run.inject(tool_call_prefix_tokens(name, after_message=True))
-    opts = replace(
-        run.plan.options, max_tokens=max(1, run.budget), stop_token_ids=stops,
-        json_schema=run.plan.tool_schemas.get(name) or {"type": "object"},
-        json_object=False, choice=None,
-    )
-    async with aclosing(run.generate(opts, "t", call_not_return=True)) as gen:
+    opts = run.options(json_schema=run.plan.arguments_schema(name))
+    async with aclosing(run.generate(opts, "t", end_with=CALL)) as gen:
         async for _, events in gen:
             yield events
     run.result.tool_calls = max(run.result.tool_calls, 1)
+
+
+def _finish(reason: FinishReason | None) -> ChoiceFinish:
+    """The engine's end of a call as an OpenAI value: an abort cut the output short."""
+    return "length" if reason in ("length", "abort") else "stop"
 
 
 def _count(events: list[Any], result: ChoiceResult) -> None:

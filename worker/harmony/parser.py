@@ -4,7 +4,7 @@ A pure-Python state machine over token ids (openai_harmony's StreamableParser
 costs ~1.4 µs per token before any property is read, re-encodes its content on
 every token, and raises on malformed output). Headers are parsed with Harmony's
 rules (`<|channel|>` value, `to=` recipient, content type, either header order),
-content bytes come from the shared token table in `worker.harmony.tokens`, and an
+content bytes come from the shared token table in `worker.harmony.render`, and an
 incremental UTF-8 decoder keeps characters split across tokens whole.
 
 Routing: channel `analysis` -> ReasoningDelta; a recipient `functions.NAME` (any
@@ -85,14 +85,16 @@ _TAIL = re.compile(r"^[^\s<]*\s*(?:to=[^\s<]*\s*)?(?:<\|constrain\|>[^\s<]*\s*)?
 
 
 @dataclass(frozen=True, slots=True)
-class _Header:
+class Header:
+    """A parsed message header: who wrote it, its channel, its recipient."""
+
     role: str | None
     channel: str | None
     recipient: str | None
     rest: str  # words that are no part of a header ("" when well formed)
 
 
-def _parse_header(text: str) -> _Header:
+def _parse_header(text: str) -> Header:
     """Harmony's header rules, without errors: unknown words end up in `rest`."""
     channel = None
     i = text.find(_CHANNEL_MARK)
@@ -119,10 +121,10 @@ def _parse_header(text: str) -> _Header:
             recipient = p
         else:
             rest.append(p)
-    return _Header(role, channel, recipient, " ".join(rest))
+    return Header(role, channel, recipient, " ".join(rest))
 
 
-def _salvage(text: str) -> tuple[_Header, str]:
+def _salvage(text: str) -> tuple[Header, str]:
     """A header that never reached <|message|>: its metadata and the text it swallowed."""
     h = _parse_header(text)
     i = text.find(_CHANNEL_MARK)
@@ -149,6 +151,7 @@ class HarmonyStreamParser:
         self.malformed = False
         self.done = False  # saw <|return|> or <|call|>
         self.reasoning_tokens = 0
+        self.header: Header | None = None  # the header of the message being read
 
     def feed(self, token_ids: Sequence[int]) -> list[Event]:
         out: list[Event] = []
@@ -263,7 +266,7 @@ class HarmonyStreamParser:
         self._header = []
 
     def _begin_content(self, text: str, out: list[Event]) -> None:
-        h = _parse_header(text)
+        h = self.header = _parse_header(text)
         if h.rest:
             self._bad(f"unexpected text in message header: {text!r}")
         self._framing = len(self._header) + 1 + self._role_next
@@ -271,7 +274,7 @@ class HarmonyStreamParser:
         self._set_sink(h, out)
         self._state = _CONTENT
 
-    def _set_sink(self, h: _Header, out: list[Event]) -> None:
+    def _set_sink(self, h: Header, out: list[Event]) -> None:
         recipient = h.recipient
         if h.role not in (None, "assistant"):
             self._bad(f"the model wrote a {h.role} message")

@@ -9,12 +9,19 @@ and reports the same metrics.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import REASONING_BUDGET, ChoicePlan, ChoiceResult, run_choice
+from worker.harmony.conversation import FunctionTool
+from worker.harmony.generation import (
+    REASONING_BUDGET,
+    ChoicePlan,
+    ChoiceResult,
+    JsonAnswer,
+    run_choice,
+)
 from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from worker.openai.metrics import NULL_REQUEST, RequestObserver
 from worker.openai.stops import StopMatcher
@@ -27,23 +34,6 @@ class Limits:
     max_n: int = 8
     max_messages: int = 2048
     max_completion_tokens: int | None = None
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    """A function tool as the planner needs it."""
-
-    name: str
-    parameters: dict[str, Any] | None
-    param: str  # where its parameters are in the request, for errors
-
-
-@dataclass(frozen=True)
-class JsonAnswer:
-    """The answer must be JSON: matching `schema`, or any JSON object when it is None."""
-
-    schema: dict[str, Any] | None
-    param: str  # where the schema is in the request, for errors
 
 
 def resolve_model(requested: str | None, served: Sequence[str]) -> str:
@@ -75,30 +65,23 @@ def token_budget(prompt_len: int, max_len: int, asked: int | None, limits: Limit
     return asked if asked is not None else min(room, cap or room)
 
 
-def base_plan(prompt: Sequence[int], options: SamplingOptions, *, effort: str,
-              asked: int | None) -> ChoicePlan:
+def plan_choice(
+    prompt: Sequence[int], options: SamplingOptions, *, effort: str, asked: int | None,
+    tools: tuple[FunctionTool, ...], must_call: tuple[str, ...], answer: JsonAnswer | None,
+    schema_params: Mapping[str, str], answer_param: str,
+) -> ChoicePlan:
+    """One choice's plan. Every schema the output will be constrained to (a must-call or
+    strict tool's parameters, the answer's schema) is checked first; `schema_params` and
+    `answer_param` say where they are in the request, for the 400."""
+    for t in tools:
+        if t.name in must_call or t.strict:
+            check_schema(t.parameters or {"type": "object"}, schema_params.get(t.name, "tools"))
+    if answer is not None and answer.schema is not None:
+        check_schema(answer.schema, answer_param)
     budget = options.max_tokens
     reasoning = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
-    return ChoicePlan(prompt=tuple(prompt), options=options,
-                      reasoning_budget=max(1, min(reasoning, budget - 1)))
-
-
-def constrain(plan: ChoicePlan, *, tools: Sequence[ToolSpec], forced: Sequence[str],
-              answer: JsonAnswer | None) -> ChoicePlan:
-    """Forced tool calls (`forced`: the allowed names) or a JSON answer."""
-    if forced:
-        schemas = {}
-        for t in tools:
-            schema = t.parameters or {"type": "object"}
-            if t.name in forced:
-                check_schema(schema, t.param)
-            schemas[t.name] = schema
-        return replace(plan, mode="tool", tool_names=tuple(forced), tool_schemas=schemas)
-    if answer is not None:
-        if answer.schema is not None:
-            check_schema(answer.schema, answer.param)
-        return replace(plan, mode="json", json_schema=answer.schema)
-    return plan
+    return ChoicePlan(prompt=tuple(prompt), options=options, tools=tools, must_call=must_call,
+                      answer=answer, reasoning_budget=max(1, min(reasoning, budget - 1)))
 
 
 def check_schema(schema: Any, param: str) -> None:

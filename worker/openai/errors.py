@@ -82,6 +82,13 @@ class Unavailable(WorkerError):
     error_type = "service_unavailable"
 
 
+class InvalidResponse(WorkerError):
+    """A response the worker built failed its own validation: our fault, never the client's."""
+
+    status_code = 500
+    error_type = "server_error"
+
+
 class EngineFailure(WorkerError):
     """The engine failed while serving this request."""
 

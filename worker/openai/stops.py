@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from worker.harmony.generation import AnswerLogprobs
 from worker.harmony.parser import ContentDelta
 
 
@@ -23,6 +24,11 @@ class StopMatcher:
             if self.hit:
                 break
             if not isinstance(ev, ContentDelta):
+                if self.pending and not isinstance(ev, AnswerLogprobs):
+                    # The answer text ended (a tool call or reasoning follows): what was held
+                    # back can no longer start a stop string; release it first, in order.
+                    out.append(ContentDelta(self.pending))
+                    self.pending = ""
                 out.append(ev)
                 continue
             text = self.pending + ev.text

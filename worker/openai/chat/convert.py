@@ -34,15 +34,22 @@ def to_conversation(
         for m in req.messages
         if isinstance(m, SystemMessage | DeveloperMessage) and text_of(m.content)
     ]
-    tools = req.tools if include_tools and req.tools else []
     return Conversation(
         turns=_turns(req),
         instructions="\n\n".join(instructions) or None,
-        tools=tuple(
-            FunctionTool(t.function.name, t.function.description or "", t.function.parameters)
-            for t in tools
-        ),
+        tools=offered_tools(req) if include_tools else (),
         effort=cast(Effort, effort),
+    )
+
+
+def offered_tools(req: ChatCompletionRequest) -> tuple[FunctionTool, ...]:
+    """The functions the model is offered: all of `tools`, the `allowed_tools` subset, or
+    none for tool_choice "none"."""
+    names = set(req.offered_tool_names())
+    return tuple(
+        FunctionTool(t.function.name, t.function.description or "", t.function.parameters,
+                     strict=bool(t.function.strict))
+        for t in req.tools or [] if t.function.name in names
     )
 
 

@@ -5,8 +5,13 @@ coercion), so a wrong type fails with an error whose `loc` names the field.
 Cross-field business rules live in `validate_request`, which raises
 `InvalidRequest` with `param` set.
 
-`reasoning_effort`: gpt-oss knows low/medium/high; "minimal" and "none" (newer
-OpenAI values) are accepted and mean "low", the least reasoning gpt-oss can do.
+Unknown fields are ignored (clients send vendor fields); OpenAI itself rejects them.
+Fields a client may send that gpt-oss cannot honour are accepted by the models and
+refused by name in `validate_request`: image/audio/file content parts, the legacy
+`functions`/`function_call`, `role: "function"` messages.
+
+`reasoning_effort`: gpt-oss knows low/medium/high; the newer OpenAI values map to the
+nearest level: "none" and "minimal" mean "low", "xhigh" and "max" mean "high".
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from worker.openai.chat.refusals import check_logit_bias, refuse_unsupported
 from worker.openai.errors import InvalidRequest
 
 FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -43,17 +49,24 @@ class RefusalPart(_Req):
     refusal: str
 
 
-Content = str | list[TextPart]
+class UnsupportedPart(_Req):
+    """A content part gpt-oss cannot read (it is text-only): refused by `validate_request`."""
+
+    type: Literal["image_url", "input_audio", "file", "input_image", "input_file", "image"]
+
+
+Content = str | list[Annotated[TextPart | UnsupportedPart, Field(discriminator="type")]]
 AssistantContent = str | list[Annotated[TextPart | RefusalPart, Field(discriminator="type")]]
 
 
-def text_of(content: str | list[TextPart] | list[TextPart | RefusalPart] | None) -> str:
+def text_of(content: Any) -> str:
     """The text of a message's content; parts are joined by newlines."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(p.text if isinstance(p, TextPart) else p.refusal for p in content)
+    return "\n".join(p.text if isinstance(p, TextPart) else p.refusal
+                     for p in content if isinstance(p, TextPart | RefusalPart))
 
 
 class SystemMessage(_Req):
@@ -95,6 +108,7 @@ class AssistantMessage(_Req):
     role: Literal["assistant"]
     content: AssistantContent | None = None
     tool_calls: list[ToolCall] | None = None
+    function_call: dict[str, Any] | None = None  # legacy: refused, `tool_calls` replaced it
     reasoning: str | None = None
     reasoning_content: str | None = None
     name: str | None = None
@@ -107,8 +121,15 @@ class ToolMessage(_Req):
     name: str | None = None
 
 
+class FunctionMessage(_Req):
+    """Legacy `role: "function"` result: refused by `validate_request` (send a tool message)."""
+
+    role: Literal["function"]
+
+
 ChatMessage = Annotated[
-    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage,
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
+    | FunctionMessage,
     Field(discriminator="role"),
 ]
 
@@ -132,6 +153,21 @@ class ToolChoiceFunction(_Req):
 class NamedToolChoice(_Req):
     type: Literal["function"] = "function"
     function: ToolChoiceFunction
+
+
+class AllowedTools(_Req):
+    mode: Literal["auto", "required"]
+    tools: list[NamedToolChoice]
+
+
+class AllowedToolsChoice(_Req):
+    """`{"type": "allowed_tools", ...}`: only these tools are offered, `mode` as tool_choice."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+ToolChoice = NamedToolChoice | AllowedToolsChoice
 
 
 class JsonSchemaSpec(_Req):
@@ -164,13 +200,15 @@ class StreamOptions(_Req):
 
 
 Effort = Literal["low", "medium", "high"]
+# The newer OpenAI reasoning_effort values -> the nearest gpt-oss level.
+EFFORT_ALIASES = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}
 
 
 class ChatCompletionRequest(_Req):
     model: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     stream: bool | None = False
@@ -190,13 +228,44 @@ class ChatCompletionRequest(_Req):
     logprobs: bool | None = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     reasoning_effort: Effort | None = None
+    logit_bias: dict[str, float] | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
+    # Legacy function calling: refused by name (send `tools` / `tool_choice`).
+    functions: list[Any] | None = None
+    function_call: Any | None = None
+    # Output gpt-oss cannot produce: refused by name.
+    audio: Any | None = None
+    modalities: list[str] | None = None
+    web_search_options: Any | None = None
 
     @field_validator("reasoning_effort", mode="before")
     @classmethod
-    def _lowest_effort(cls, v: Any) -> Any:
-        return "low" if v in ("minimal", "none") else v
+    def _nearest_effort(cls, v: Any) -> Any:
+        return EFFORT_ALIASES.get(v, v) if isinstance(v, str) else v
+
+    def offered_tool_names(self) -> list[str]:
+        """The functions the model may see: none for tool_choice "none", the allowed ones
+        for `allowed_tools`, else all of `tools`."""
+        choice = self.tool_choice
+        names = [t.function.name for t in self.tools or []]
+        if choice == "none":
+            return []
+        if isinstance(choice, AllowedToolsChoice):
+            allowed = {t.function.name for t in choice.allowed_tools.tools}
+            return [n for n in names if n in allowed]
+        return names
+
+    def must_call(self) -> tuple[str, ...]:
+        """Names one of which the turn must call (empty: the model decides)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            return (choice.function.name,)
+        if choice == "required" or (
+            isinstance(choice, AllowedToolsChoice) and choice.allowed_tools.mode == "required"
+        ):
+            return tuple(self.offered_tool_names())
+        return ()
 
     def effective_max_tokens(self, default: int | None = None) -> int | None:
         """max_completion_tokens (the current name) over max_tokens (deprecated), else default."""
@@ -218,8 +287,19 @@ def validate_request(req: ChatCompletionRequest) -> None:
     dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if dup is not None:
         raise InvalidRequest(f"duplicate function name {dup!r} in tools", param="tools")
+    refuse_unsupported(req)
     choice = req.tool_choice
-    if isinstance(choice, NamedToolChoice):
+    if isinstance(choice, AllowedToolsChoice):
+        for j, t in enumerate(choice.allowed_tools.tools):
+            if t.function.name not in names:
+                raise InvalidRequest(
+                    f"allowed_tools names function {t.function.name!r}, which is not in tools",
+                    param=f"tool_choice.allowed_tools.tools[{j}]",
+                )
+        if choice.allowed_tools.mode == "required" and not choice.allowed_tools.tools:
+            raise InvalidRequest('allowed_tools mode "required" needs at least one tool',
+                                 param="tool_choice.allowed_tools.tools")
+    elif isinstance(choice, NamedToolChoice):
         if choice.function.name not in names:
             raise InvalidRequest(
                 f"tool_choice names function {choice.function.name!r}, which is not in tools",
@@ -227,6 +307,7 @@ def validate_request(req: ChatCompletionRequest) -> None:
             )
     elif choice == "required" and not names:
         raise InvalidRequest('tool_choice "required" needs at least one tool', param="tool_choice")
+    check_logit_bias(req.logit_bias)
     if req.top_logprobs is not None and req.top_logprobs > 0 and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
     if req.stream_options is not None and not req.stream:
@@ -242,3 +323,4 @@ def validate_request(req: ChatCompletionRequest) -> None:
                 f"tool_call_id {m.tool_call_id!r} matches no earlier assistant tool call",
                 param=f"messages[{i}].tool_call_id",
             )
+

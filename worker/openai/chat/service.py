@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -17,10 +18,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import ChoicePlan, ChoiceResult
+from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
 from worker.openai import core
-from worker.openai.chat.convert import render_chat
+from worker.openai.chat.convert import offered_tools, render_chat
 from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
 from worker.openai.chat.protocol import (
     ChatCompletionRequest,
@@ -31,8 +34,10 @@ from worker.openai.chat.response import (
     ModelList,
 )
 from worker.openai.core import Limits
-from worker.openai.errors import InvalidRequest
+from worker.openai.errors import InvalidRequest, InvalidResponse
 from worker.openai.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,8 @@ class ChatService:
         asked = req.effective_max_tokens()
         param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         core.check_cap(asked, self.limits, param)
-        tool_choice = req.tool_choice
-        tools = req.tools or []
-        include_tools = bool(tools) and tool_choice != "none"
-        prompt = render_chat(req, include_tools=include_tools, today=self.today(),
+        tools = offered_tools(req)
+        prompt = render_chat(req, include_tools=bool(tools), today=self.today(),
                              default_effort=self.default_effort)
         budget = core.token_budget(len(prompt), self.engine.info.max_model_len, asked,
                                    self.limits, param=param, input_param="messages")
@@ -105,19 +108,19 @@ class ChatService:
             seed=req.seed,
             presence_penalty=req.presence_penalty or 0.0,
             frequency_penalty=req.frequency_penalty or 0.0,
+            repetition_penalty=req.repetition_penalty or 1.0,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
         )
-        plan = core.base_plan(prompt, base, effort=req.reasoning_effort or self.default_effort,
-                              asked=asked)
-        fmt = req.response_format
         answer = None
-        if fmt is not None and fmt.type != "text":
-            answer = core.JsonAnswer(_schema_of(fmt), "response_format.json_schema.schema")
-        plan = core.constrain(
-            plan, tools=[core.ToolSpec(t.function.name, t.function.parameters,
-                                       f"tools[{i}].function.parameters")
-                         for i, t in enumerate(tools)],
-            forced=_forced_tools(tool_choice, tools), answer=answer)
+        if req.response_format is not None and req.response_format.type != "text":
+            answer = JsonAnswer(_schema_of(req.response_format))
+        plan = core.plan_choice(
+            prompt, base, effort=req.reasoning_effort or self.default_effort, asked=asked,
+            tools=tools, must_call=req.must_call(), answer=answer,
+            schema_params={t.function.name: f"tools[{i}].function.parameters"
+                           for i, t in enumerate(req.tools or [])},
+            answer_param="response_format.json_schema.schema")
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
@@ -160,10 +163,16 @@ class ChatService:
                 "finish_reason": r.finish_reason,
                 "logprobs": {"content": a.logprobs} if p.request.logprobs else None,
             })
-        return ChatCompletion.model_validate({
-            "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
-            "choices": choices, "usage": self._usage(p, results),
-        })
+        try:
+            return ChatCompletion.model_validate({
+                "id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
+                "choices": choices, "usage": self._usage(p, results),
+            })
+        except ValidationError as exc:  # our bug, not the client's: a 500, never a 400
+            log.error("chat completion %s failed response validation: %s", p.id,
+                      exc.errors(include_url=False, include_input=False)[:3])
+            raise InvalidResponse("the worker built an invalid response; please report this "
+                                  f"(request {p.id})") from None
 
     async def stream(self, p: Prepared) -> AsyncGenerator[dict[str, Any], None]:
         """Chat completion chunks as plain dicts in the wire shape (see `ChatCompletionChunk`).
@@ -176,9 +185,14 @@ class ChatService:
         head = {"id": p.id, "object": "chat.completion.chunk", "created": p.created,
                 "model": p.model}
 
+        include_usage = bool(p.request.stream_options and p.request.stream_options.include_usage)
+
         def chunk(choices: list[dict[str, Any]], usage: Any = None) -> dict[str, Any]:
-            out = {**head, "choices": choices}
-            if usage is not None:
+            # OpenAI's shape: every choice has finish_reason and logprobs (null until set), and
+            # with include_usage every chunk has usage (null but on the last one).
+            out = {**head, "choices": [{"finish_reason": None, "logprobs": None, **c}
+                                       for c in choices]}
+            if include_usage:
                 out["usage"] = usage
             return out
 
@@ -197,8 +211,7 @@ class ChatService:
                         yield chunk([{"index": i, **entry}])
         finally:
             obs.finished(p.prompt_tokens, sum(r.completion_tokens for r in results))
-        opts = p.request.stream_options
-        if opts is not None and opts.include_usage:
+        if include_usage:
             yield chunk([], usage=self._usage(p, results))
 
     def _events(
@@ -216,14 +229,6 @@ class ChatService:
                 "reasoning_tokens": sum(r.reasoning_tokens for r in results)
             },
         }
-
-
-def _forced_tools(tool_choice: Any, tools: list[Any]) -> tuple[str, ...]:
-    if tool_choice == "required":
-        return tuple(t.function.name for t in tools)
-    if tool_choice is not None and not isinstance(tool_choice, str):
-        return (tool_choice.function.name,)
-    return ()
 
 
 def _schema_of(fmt: Any) -> dict[str, Any] | None:

@@ -96,7 +96,8 @@ def to_conversation(
     return Conversation(
         turns=tuple(turns),
         instructions="\n\n".join(instructions) or None,
-        tools=tuple(HarmonyTool(t.name, t.description or "", t.parameters) for t in offered),
+        tools=tuple(HarmonyTool(t.name, t.description or "", t.parameters, strict=bool(t.strict))
+                    for t in offered),
         effort=cast(Effort, effort),
     )
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import ChoicePlan, ChoiceResult
+from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
 from worker.harmony.render import render_prompt
 from worker.openai import core
-from worker.openai.core import Limits, ToolSpec
+from worker.openai.core import Limits
 from worker.openai.errors import InvalidRequest, openai_error
 from worker.openai.metrics import NULL_OBSERVER, Observer
 from worker.openai.responses.convert import echo_tools, to_conversation
@@ -85,22 +85,23 @@ class ResponsesService:
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else max(req.top_p, 1e-6),
         )
-        plan = core.base_plan(prompt, options, effort=conv.effort, asked=asked)
         choice = req.tool_choice
-        forced: tuple[str, ...] = ()
+        must_call: tuple[str, ...] = ()
         if choice == "required":
-            forced = tuple(t.name for t in tools)
+            must_call = tuple(t.name for t in conv.tools)
         elif isinstance(choice, NamedFunction):
-            forced = (choice.name,)
+            must_call = (choice.name,)
         fmt = req.answer_format()
         answer = None
         if fmt is not None and fmt.type != "text":
-            schema = dict(fmt.schema_) if isinstance(fmt, JsonSchemaText) else None
-            answer = core.JsonAnswer(schema, "text.format.schema")
-        plan = core.constrain(
-            plan, tools=[ToolSpec(t.name, t.parameters, f"tools[{i}].parameters")
-                         for i, t in enumerate(tools)],
-            forced=forced, answer=answer)
+            answer = JsonAnswer(dict(fmt.schema_) if isinstance(fmt, JsonSchemaText) else None)
+        plan = core.plan_choice(
+            prompt, options, effort=conv.effort, asked=asked, tools=conv.tools,
+            must_call=must_call, answer=answer,
+            schema_params={str(raw.get("name")): f"tools[{i}].parameters"
+                           for i, raw in enumerate(req.tools or [])
+                           if raw.get("type") == "function"},
+            answer_param="text.format.schema")
         return Prepared(request=req, id=new_id("resp"), created=int(time.time()), model=model,
                         prompt_tokens=len(prompt), plan=plan, tools=echo_tools(tools))
 
