@@ -109,3 +109,28 @@ async def test_agents_sdk_default_model(client: openai.AsyncOpenAI) -> None:
         pass
     assert streamed.final_output == ANSWER
     assert PATHS and set(PATHS) == {"/v1/responses"}  # the SDK's default model: Responses
+
+
+async def test_agents_sdk_output_type_with_a_tool(client: openai.AsyncOpenAI) -> None:
+    """output_type is text.format json_schema: the model still calls the tool first, and
+    only the final answer is constrained to the schema."""
+    from agents import Agent, OpenAIProvider, RunConfig, Runner, function_tool
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+
+    calls: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Weather in a city."""
+        calls.append(city)
+        return "sunny"
+
+    config = RunConfig(model_provider=OpenAIProvider(openai_client=client),
+                       tracing_disabled=True)
+    agent = Agent(name="typed", model="gpt-oss-test", tools=[get_weather], output_type=City)
+    result = await Runner.run(agent, "Weather?", run_config=config)
+    assert calls == ["Paris"]
+    assert result.final_output == City(city="Paris")
