@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from tests.responses_cases import BAD
 from tests.unit.fake_engine import FakeEngine
 from worker.harmony.tokens import RETURN, encoding
 from worker.openai.chat.service import ChatService
@@ -134,3 +135,13 @@ async def test_agents_sdk_output_type_with_a_tool(client: openai.AsyncOpenAI) ->
     result = await Runner.run(agent, "Weather?", run_config=config)
     assert calls == ["Paris"]
     assert result.final_output == City(city="Paris")
+
+
+@pytest.mark.parametrize(("name", "body", "param", "status"), BAD, ids=[b[0] for b in BAD])
+async def test_bad_input_names_the_field(client: openai.AsyncOpenAI, name: str,
+                                         body: dict[str, Any], param: str, status: int) -> None:
+    r = await client._client.post("http://t/v1/responses", json={"model": "gpt-oss-test", **body})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param, err
+    assert err["type"] == "invalid_request_error" and err["message"]

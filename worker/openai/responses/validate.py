@@ -88,5 +88,17 @@ def parse_request(body: Any) -> ResponsesRequest:
     try:
         return ResponsesRequest.model_validate(body)
     except ValidationError as exc:
-        err = validation_error_body(exc)["error"]
+        err = validation_error_body(_Deepest(exc))["error"]
         raise InvalidRequest(err["message"], param=err["param"]) from None
+
+
+class _Deepest:
+    """A validation error's entries, the deepest location first: `input` is a string or a
+    list of items, and a bad item should be named (`input[0].role`), not the string branch."""
+
+    def __init__(self, exc: ValidationError):
+        entries = exc.errors(include_url=False, include_input=False)
+        self._entries = sorted(entries, key=lambda e: -len(e.get("loc", ())))
+
+    def errors(self, **_: Any) -> list[Any]:
+        return self._entries
