@@ -145,3 +145,15 @@ async def test_bad_input_names_the_field(client: openai.AsyncOpenAI, name: str,
     err = r.json()["error"]
     assert err["param"] == param, err
     assert err["type"] == "invalid_request_error" and err["message"]
+
+
+async def test_bench_load_in_responses_mode(client: openai.AsyncOpenAI) -> None:
+    from worker.bench.cli import main
+    from worker.bench.loadgen import LoadSpec, run_load
+
+    spec = LoadSpec(model="gpt-oss-test", concurrency=2, requests=3, max_tokens=64, seed=None,
+                    api="responses")
+    records, _ = await run_load(client, spec)
+    assert [r.error for r in records] == [None] * 3
+    assert all(r.usage_reported and r.completion_tokens > 0 and r.first_text for r in records)
+    assert main(["--url", "http://127.0.0.1:9", "--api", "responses", "--seed", "1"], {}) == 2
