@@ -173,8 +173,7 @@ def test_stream_equals_the_response(client: openai.OpenAI, case: str) -> None:
         deduped = [t for i, t in enumerate(mine) if i == 0 or t != mine[i - 1]]
         assert deduped == expected_item[item.type], (item.type, mine)
     # the concatenated stream equals the non-streamed response
-    strip = {"id", "call_id"}
-    assert [_shape(o, strip) for o in final.output] == [_shape(o, strip) for o in full.output]
+    assert [_essence(o) for o in final.output] == [_essence(o) for o in full.output]
     assert final.output_text == full.output_text
     assert final.usage == full.usage and final.status == full.status
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -185,8 +184,12 @@ def test_stream_equals_the_response(client: openai.OpenAI, case: str) -> None:
     assert args == "".join(o.arguments for o in _items(full, "function_call"))
 
 
-def _shape(item: Any, strip: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in item.model_dump().items() if k not in strip}
+def _essence(item: Any) -> tuple[Any, ...]:
+    """What an output item says (ids differ between two runs; the stream helper's parsed
+    types add fields of their own)."""
+    if item.type == "function_call":
+        return item.type, item.status, item.name, item.arguments
+    return item.type, item.status, [c.text for c in item.content or []]
 
 
 def test_stream_stops_at_max_output_tokens(client: openai.OpenAI) -> None:
