@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.responses import Response
 
 from .conftest import START_TIMEOUT, free_port, stop
 from .runpod_queue import (
@@ -101,6 +102,28 @@ def test_openai_route_stream_sends_sse_text_before_the_job_ends(
     chunks = [ChatCompletionChunk.model_validate(e) for e in events[:-1]]
     assert chunks[-1].usage is not None
     assert len(streamed) < len(events)  # grouped: not one POST per token
+
+
+def test_openai_route_responses_streamed_and_not(worker: Worker, queue: JobQueue) -> None:
+    body = {"input": "Hello!", "max_output_tokens": 40}
+    [response] = queue.result(queue.submit({"openai_route": "/v1/responses",
+                                            "openai_input": body}))["output"]
+    r = Response.model_validate(response)
+    assert r.model == "tiny-random" and r.usage is not None and r.usage.output_tokens <= 40
+    job = queue.submit({"openai_route": "/v1/responses",
+                        "openai_input": {**body, "stream": True}})
+    texts = queue.result(job)["output"]
+    assert all(isinstance(t, str) for t in texts) and "[DONE]" not in "".join(texts)
+    events = []
+    for block in (b for b in "".join(texts).split("\n\n") if b):
+        name, data = block.split("\n")
+        event = json.loads(data.removeprefix("data: "))
+        assert name == f"event: {event['type']}"
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[0]["type"] == "response.created"
+    assert events[-1]["type"] in ("response.completed", "response.incomplete")
+    Response.model_validate(events[-1]["response"])
 
 
 def test_batch_of_twenty_with_two_bad_lines(worker: Worker, queue: JobQueue) -> None:

@@ -44,11 +44,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                          "before this many tokens; equal to --max-tokens, every request "
                          "generates exactly that many, so two servers do the same work")
     ap.add_argument("--seed", type=int, help="request i sends seed + i (default: no seed)")
+    ap.add_argument("--api", choices=("chat", "responses"), default="chat",
+                    help="chat: /v1/chat/completions; responses: /v1/responses (takes no seed)")
     ap.add_argument("--price-per-hour", type=float,
                     help="what the endpoint's GPU costs per hour, in dollars")
     ap.add_argument("--json", action="store_true", help="print one JSON object per level")
     ap.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
-    return ap.parse_args(list(argv))
+    args = ap.parse_args(list(argv))
+    if args.api == "responses" and args.seed is not None:
+        ap.error("--seed: /v1/responses takes no seed; leave it out (or use --api chat)")
+    return args
 
 
 def _levels(text: str) -> list[int]:
@@ -151,13 +156,14 @@ async def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 print(f"error: {url}/models lists no model; pass --model", file=sys.stderr)
                 return 1
             model = models.data[0].id
-        print(f"endpoint {url}  model {model}  max_tokens {args.max_tokens}", file=sys.stderr)
+        print(f"endpoint {url} ({args.api})  model {model}  max_tokens {args.max_tokens}",
+              file=sys.stderr)
         summaries: list[Summary] = []
         for level in args.concurrency:
             n = args.requests or max(8, 4 * level)
             spec = LoadSpec(model=model, concurrency=level, requests=n,
                             max_tokens=args.max_tokens, seed=args.seed,
-                            min_tokens=args.min_tokens)
+                            min_tokens=args.min_tokens, api=args.api)
             records, wall = await run_load(client, spec, Progress(sys.stderr, level, n))
             s = summarize(records, wall, level)
             summaries.append(s)

@@ -1,4 +1,4 @@
-"""A closed-loop streaming load against any OpenAI-compatible chat endpoint.
+"""A closed-loop streaming load against any OpenAI-compatible chat (or Responses) endpoint.
 
 Shared by `python -m worker bench` and `bench/run.py`. `concurrency` workers each send
 one streaming chat request at a time (official `openai` async client) until `requests`
@@ -41,6 +41,7 @@ class LoadSpec:
     # min_tokens (vLLM's extension, also this worker's): with min_tokens = max_tokens every
     # request generates exactly max_tokens, so two servers do the same work whatever the model
     min_tokens: int | None = None
+    api: str = "chat"  # "chat": /v1/chat/completions; "responses": /v1/responses (no seed)
 
 
 @dataclass
@@ -125,6 +126,8 @@ def _has_text(delta: Any) -> bool:
 
 async def one_request(client: Any, spec: LoadSpec, index: int) -> RequestRecord:
     """One streaming chat request; never raises (errors are recorded)."""
+    if spec.api == "responses":
+        return await one_responses_request(client, spec, index)
     prompt = spec.prompts[index % len(spec.prompts)]
     kwargs: dict[str, Any] = {
         "model": spec.model,
@@ -164,6 +167,46 @@ async def one_request(client: Any, spec: LoadSpec, index: int) -> RequestRecord:
     rec.end = time.perf_counter()
     if not rec.usage_reported:
         rec.completion_tokens = chunks
+    return rec
+
+
+_TEXT_EVENTS = frozenset({"response.output_text.delta", "response.reasoning_text.delta",
+                          "response.function_call_arguments.delta"})
+_LAST_EVENTS = frozenset({"response.completed", "response.incomplete"})
+
+
+async def one_responses_request(client: Any, spec: LoadSpec, index: int) -> RequestRecord:
+    """One streaming /v1/responses request (the same prompt and token limit as chat)."""
+    kwargs: dict[str, Any] = {
+        "model": spec.model,
+        "input": spec.prompts[index % len(spec.prompts)],
+        "max_output_tokens": spec.max_tokens,
+        "stream": True,
+    }
+    if spec.extra_body:
+        kwargs["extra_body"] = spec.extra_body
+    rec = RequestRecord(start=time.perf_counter())
+    deltas = 0
+    try:
+        stream = await client.responses.create(**kwargs)
+        async for event in stream:
+            now = time.perf_counter()
+            if event.type in _TEXT_EVENTS:
+                deltas += 1
+                rec.text_times.append(now)
+                if rec.first_text is None:
+                    rec.first_text = now
+            elif event.type in _LAST_EVENTS and event.response.usage is not None:
+                rec.completion_tokens = int(event.response.usage.output_tokens)
+                rec.prompt_tokens = int(event.response.usage.input_tokens)
+                rec.usage_reported = True
+            elif event.type in ("error", "response.failed"):
+                rec.error = f"stream {event.type}"
+    except Exception as exc:  # a benchmark reports failures; it does not stop on them
+        rec.error = f"{type(exc).__name__}: {exc}"[:300]
+    rec.end = time.perf_counter()
+    if not rec.usage_reported:
+        rec.completion_tokens = deltas
     return rec
 
 

@@ -155,6 +155,9 @@ def validation_error_body(exc: Any, *, prefix: tuple[str | int, ...] = ()) -> di
 _TYPE_LABELS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python"}
 _ROLE_TAGS = {"system", "developer", "user", "assistant", "tool"}
 _FORMAT_TAGS = {"text", "json_object", "json_schema"}
+_ITEM_TAGS = {"message", "function_call", "function_call_output", "reasoning", "input_text",
+              "output_text", "refusal", "input_image", "input_file", "input_audio",
+              "reasoning_text", "summary_text"}  # Responses input items and their parts
 
 
 def _dotted(loc: list[Any]) -> str:
@@ -175,6 +178,6 @@ def _is_label(part: str, prev: Any) -> bool:
     # `literal['a','b']`, `function-after[...]`) or a discriminator tag (`user`).
     if part in _TYPE_LABELS or any(c in part for c in "[]'-("):
         return True
-    if prev == "response_format":
+    if prev in ("response_format", "format"):
         return part in _FORMAT_TAGS
-    return isinstance(prev, int) and part in _ROLE_TAGS
+    return isinstance(prev, int) and part in _ROLE_TAGS | _ITEM_TAGS

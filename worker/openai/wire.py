@@ -17,3 +17,8 @@ def encode(obj: Any) -> bytes:
 def sse(obj: Any) -> bytes:
     """One server-sent event carrying `obj` as JSON."""
     return b"data: " + _encoder.encode(obj) + b"\n\n"
+
+
+def named_sse(name: str, obj: Any) -> bytes:
+    """One server-sent event with an `event:` name (the Responses API's form)."""
+    return b"event: " + name.encode() + b"\ndata: " + _encoder.encode(obj) + b"\n\n"

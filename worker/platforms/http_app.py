@@ -26,6 +26,8 @@ from worker.openai.errors import (
     is_expected,
     to_openai_error,
 )
+from worker.openai.responses.service import responses_service
+from worker.openai.responses.validate import parse_request
 from worker.platforms.http_common import (
     AppState,
     RequireApiKey,
@@ -37,6 +39,7 @@ from worker.platforms.http_common import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 
 
 def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
@@ -111,6 +114,21 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         result = await unless_disconnected(request, service.complete(prepared))
         return _json(result)
 
+    @app.post(RESPONSES_PATH, response_model=None)
+    async def responses(request: Request) -> Response:
+        authorize(request, state)
+        body = await read_json(request, state.max_body_bytes)
+        service = responses_service(state.ready_service())
+        req = parse_request(body)
+        prepared = service.prepare(req)  # raises 4xx before any byte is streamed
+        if req.stream:
+            return StreamingResponse(
+                _named_sse(service.stream(prepared)), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result = await unless_disconnected(request, service.complete(prepared))
+        return Response(wire.encode(result), media_type="application/json")
+
     from worker.platforms.http_batch import add_batch_routes
     from worker.platforms.http_files import add_file_routes
 
@@ -158,8 +176,9 @@ class InflightCounter:
 
 
 class ChatStatusCounter:
-    """Reports each chat request's final status to `state.metrics`: the status sent once the
-    body is complete, 499 when the client went away first, 500 for an unhandled error."""
+    """Reports each chat or responses request's final status to `state.metrics`: the status
+    sent once the body is complete, 499 when the client went away first, 500 for an unhandled
+    error."""
 
     def __init__(self, app: Any, state: AppState):
         self.app = app
@@ -167,7 +186,8 @@ class ChatStatusCounter:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         metrics = self.state.metrics
-        if metrics is None or scope["type"] != "http" or scope["path"] != CHAT_PATH:
+        counted = scope["type"] == "http" and scope["path"] in (CHAT_PATH, RESPONSES_PATH)
+        if metrics is None or not counted:
             await self.app(scope, receive, send)
             return
         status: int | None = None
@@ -214,3 +234,10 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+
+
+async def _named_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Responses API events: `event: TYPE` lines, no [DONE]; the service reports its own
+    errors in-band (an `error` event, then `response.failed`)."""
+    async for event in events:
+        yield wire.named_sse(event["type"], event)

@@ -6,7 +6,8 @@ of outputs, so both are tested with a fake engine and no HTTP.
 
 Accepted inputs:
 
-- RunPod's OpenAI route, `{"openai_route": "/v1/chat/completions" | "/v1/models",
+- RunPod's OpenAI route, `{"openai_route": "/v1/chat/completions" | "/v1/responses" |
+  "/v1/models",
   "openai_input": {...}}`: the body the `openai` client sent, verbatim. A
   stream is yielded as raw SSE text, which the route passes through unchanged.
 - a plain chat request, `{"messages": [...], ...}`, for native /run and /runsync.
@@ -41,11 +42,15 @@ from worker.openai.errors import (
     NotFound,
     openai_error,
 )
+from worker.openai.responses.protocol import ResponsesRequest
+from worker.openai.responses.service import responses_service
+from worker.openai.responses.validate import parse_request as parse_responses_request
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHAT_ROUTE = "/v1/chat/completions"
+RESPONSES_ROUTE = "/v1/responses"
 MODELS_ROUTE = "/v1/models"
 SSE_DONE = "data: [DONE]\n\n"
 FLUSH_INTERVAL = 0.05  # seconds between two stream POSTs of one job, at most
@@ -69,7 +74,12 @@ class BatchJob:
     lines: list[Any]  # validated line by line by worker.openai.batch.run_batch
 
 
-JobRequest = ChatJob | ModelsJob | BatchJob
+@dataclass(frozen=True)
+class ResponsesJob:
+    request: ResponsesRequest  # RunPod's OpenAI route; a stream is Responses SSE text
+
+
+JobRequest = ChatJob | ModelsJob | BatchJob | ResponsesJob
 
 
 def normalize_job_input(job_input: Any) -> JobRequest:
@@ -91,8 +101,14 @@ def normalize_job_input(job_input: Any) -> JobRequest:
                 raise InvalidRequest("openai_input must be the chat request object",
                                      param="openai_input")
             return ChatJob(request=parse_chat_request(body), sse=True)
+        if path == RESPONSES_ROUTE:
+            if not isinstance(body, dict):
+                raise InvalidRequest("openai_input must be the Responses request object",
+                                     param="openai_input")
+            return ResponsesJob(request=parse_responses_request(body))
         raise NotFound(f"route {route!r} is not served here; this worker serves "
-                       f"{CHAT_ROUTE} and {MODELS_ROUTE}", param="openai_route")
+                       f"{CHAT_ROUTE}, {RESPONSES_ROUTE} and {MODELS_ROUTE}",
+                       param="openai_route")
     if "batch" in job_input:
         lines = job_input["batch"]
         if not isinstance(lines, list) or not lines:
@@ -217,13 +233,19 @@ async def run_job(service: Any, job_input: Any, *, max_batch_lines: int,
         if isinstance(req, ModelsJob):
             yield dump(service.models())
             return
+        if isinstance(req, ResponsesJob):
+            async with aclosing(run_responses_job(service, req.request,
+                                                  flush_interval=flush_interval)) as outputs:
+                async for output in outputs:
+                    yield output
+            return
         if isinstance(req, BatchJob):
             lines = await run_batch(service, req.lines, max_lines=max_batch_lines)
             for group in by_size(lines, MAX_YIELD_BYTES):
                 yield group
             return
         prepared = await service.admit(req.request)  # 4xx here, before anything is generated
-        if not req.request.stream:
+        if not req.request.stream:  # (a chat job from here on)
             yield dump(await service.complete(prepared))
             return
     except Exception as exc:
@@ -243,3 +265,27 @@ async def run_job(service: Any, job_input: Any, *, max_batch_lines: int,
                 yield [dump(c) for c in group]
     except Exception as exc:  # a native stream fails the job; what was sent stays sent
         yield job_error(exc)
+
+
+async def run_responses_job(chat_service: Any, request: ResponsesRequest, *,
+                            flush_interval: float = FLUSH_INTERVAL) -> AsyncGenerator[Any, None]:
+    """A `/v1/responses` job: the response object, or its stream as SSE text (named events,
+    no [DONE], errors in-band as the service reports them)."""
+    service = responses_service(chat_service)
+    try:
+        prepared = service.prepare(request)
+        if not request.stream:
+            yield await service.complete(prepared)
+            return
+    except Exception as exc:
+        yield job_error(exc)
+        return
+
+    async def texts() -> AsyncGenerator[str, None]:
+        async with aclosing(service.stream(prepared)) as events:
+            async for event in events:
+                yield wire.named_sse(event["type"], event).decode()
+
+    async with aclosing(coalesce(texts(), interval=flush_interval)) as groups:
+        async for group in groups:
+            yield "".join(group)

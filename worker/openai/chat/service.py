@@ -21,14 +21,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import (
-    REASONING_BUDGET,
-    ChoicePlan,
-    ChoiceResult,
-    JsonAnswer,
-    run_choice,
-)
-from worker.openai.bounds import check_schema, check_stops
+from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
+from worker.openai import core
+from worker.openai.bounds import check_stops
 from worker.openai.chat.convert import offered_tools, render_chat
 from worker.openai.chat.events import Accumulated, accumulate, chunk_choices, merge
 from worker.openai.chat.protocol import (
@@ -39,29 +34,11 @@ from worker.openai.chat.response import (
     ChatCompletion,
     ModelList,
 )
-from worker.openai.errors import (
-    ContextLengthExceeded,
-    InvalidRequest,
-    InvalidResponse,
-    ModelNotFound,
-)
+from worker.openai.core import Limits
+from worker.openai.errors import InvalidRequest, InvalidResponse
 from worker.openai.metrics import NULL_OBSERVER, NULL_REQUEST, Observer, RequestObserver
-from worker.openai.stops import StopMatcher
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-request limits; adapters enforce body size and batch lines themselves."""
-
-    max_n: int = 8
-    max_messages: int = 2048
-    max_completion_tokens: int | None = None
-    max_stop_sequences: int = 16
-    max_stop_chars: int = 1024
-    max_schema_bytes: int = 256 * 1024
-    schema_compile_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +68,7 @@ class ChatService:
     ):
         self.engine = engine
         self.default_effort = default_effort
-        self._today = today
+        self.today = today
         self.limits = limits or Limits()
         self.observer = observer or NULL_OBSERVER  # metrics: tokens as they come, counts at the end
 
@@ -111,10 +88,7 @@ class ChatService:
         """`prepare`, then what needs the engine: every JSON schema the output is constrained
         to must compile within the time limit (off the event loop). Adapters call this."""
         p = self.prepare(req)
-        for param, schema in p.schemas:
-            await check_schema(self.engine, schema, param=param,
-                               max_bytes=self.limits.max_schema_bytes,
-                               time_limit=self.limits.schema_compile_seconds)
+        await core.admit_schemas(self.engine, p.schemas, self.limits)
         return p
 
     def prepare(self, req: ChatCompletionRequest) -> Prepared:
@@ -123,43 +97,26 @@ class ChatService:
         stops = req.stop_list()
         check_stops(stops, max_count=self.limits.max_stop_sequences,
                     max_chars=self.limits.max_stop_chars)
-        if req.model and req.model not in self.model_names:
-            raise ModelNotFound(
-                f"model {req.model!r} is not served here; available: {list(self.model_names)}"
-            )
+        model = core.resolve_model(req.model, self.model_names)
         n = req.n or 1
         if n > self.limits.max_n:
             raise InvalidRequest(f"n must be at most {self.limits.max_n}", param="n")
         if len(req.messages) > self.limits.max_messages:
             raise InvalidRequest(
                 f"at most {self.limits.max_messages} messages per request", param="messages")
-        cap = self.limits.max_completion_tokens
         asked = req.effective_max_tokens()
-        if cap is not None and asked is not None and asked > cap:
-            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            raise InvalidRequest(f"{param} must be at most {cap} on this worker", param=param)
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        core.check_cap(asked, self.limits, param)
         tools = offered_tools(req)
-        prompt = render_chat(req, include_tools=bool(tools), today=self._today(),
+        prompt = render_chat(req, include_tools=bool(tools), today=self.today(),
                              default_effort=self.default_effort)
         max_len = self.engine.info.max_model_len
-        if len(prompt) >= max_len:
-            # name the tools when they, not the messages, make the prompt too long
-            alone = bool(tools) and len(render_chat(
-                req, include_tools=False, today=self._today(),
-                default_effort=self.default_effort)) < max_len
-            raise ContextLengthExceeded(
-                f"this model's maximum context length is {max_len} tokens, but the "
-                f"{'tools and messages' if alone else 'messages'} are {len(prompt)} tokens "
-                "long", param="tools" if alone else "messages")
-        room = max_len - len(prompt)
-        if asked is not None and asked > room:
-            param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
-            raise ContextLengthExceeded(
-                f"{param}={asked} plus the {len(prompt)} prompt tokens exceeds this model's "
-                f"maximum context length of {max_len} tokens (at most {room} here)",
-                param=param,
-            )
-        budget = asked if asked is not None else min(room, cap or room)
+        # name the tools when they, not the messages, make the prompt too long
+        alone = len(prompt) >= max_len and bool(tools) and len(render_chat(
+            req, include_tools=False, today=self.today(),
+            default_effort=self.default_effort)) < max_len
+        budget = core.token_budget(len(prompt), max_len, asked, self.limits, param=param,
+                                   input_param="tools" if alone else "messages")
         if req.min_tokens and req.min_tokens > budget:
             raise InvalidRequest(f"min_tokens={req.min_tokens} is above the {budget} tokens "
                                  "this request may generate", param="min_tokens")
@@ -178,39 +135,26 @@ class ChatService:
             logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
             min_tokens=req.min_tokens or 0,
         )
-        effort = req.reasoning_effort or self.default_effort
-        reasoning_budget = budget // 2 if asked is not None else REASONING_BUDGET.get(effort, 4096)
-        must_call = req.must_call()
-        constrained: list[tuple[str, Any]] = []  # (param, schema): `admit` compiles them
-        for i, t in enumerate(req.tools or []):
-            if t.function.name in must_call or (t.function.strict and any(
-                    o.name == t.function.name for o in tools)):
-                param = f"tools[{i}].function.parameters"
-                schema = t.function.parameters or {"type": "object"}
-                _check_schema(schema, param)
-                constrained.append((param, schema))
         answer = None
         if req.response_format is not None and req.response_format.type != "text":
-            answer_schema = _schema_of(req.response_format)
-            if answer_schema is not None:
-                param = "response_format.json_schema.schema"
-                _check_schema(answer_schema, param)
-                constrained.append((param, answer_schema))
-            answer = JsonAnswer(answer_schema)
-        if req.min_tokens and (must_call or answer is not None):
-            raise InvalidRequest("min_tokens applies to free generation only, not with a forced "
-                                 "tool_choice or a JSON response_format", param="min_tokens")
-        plan = ChoicePlan(prompt=tuple(prompt), options=base, tools=tools, must_call=must_call,
-                          answer=answer,
-                          reasoning_budget=max(1, min(reasoning_budget, budget - 1)))
+            answer = JsonAnswer(_schema_of(req.response_format))
+        schema_params = {t.function.name: f"tools[{i}].function.parameters"
+                         for i, t in enumerate(req.tools or [])}
+        answer_param = "response_format.json_schema.schema"
+        plan = core.plan_choice(
+            prompt, base, effort=req.reasoning_effort or self.default_effort, asked=asked,
+            tools=tools, must_call=req.must_call(), answer=answer,
+            schema_params=schema_params, answer_param=answer_param)
         plans = tuple(
             replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
             for i in range(n)
         )
         return Prepared(
             request=req, id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
-            model=req.model or self.model_names[0], prompt_tokens=len(prompt), plans=plans,
-            stop=tuple(s for s in stops if s), schemas=tuple(constrained),
+            model=model, prompt_tokens=len(prompt), plans=plans,
+            stop=tuple(s for s in stops if s),
+            schemas=core.constrained_schemas(plan.tools, plan.must_call, answer, schema_params,
+                                             answer_param),
         )
 
     # -- running ----------------------------------------------------------------
@@ -295,30 +239,10 @@ class ChatService:
         if include_usage:
             yield chunk([], usage=self._usage(p, results))
 
-    async def _events(
+    def _events(
         self, p: Prepared, i: int, result: ChoiceResult, obs: RequestObserver = NULL_REQUEST
     ) -> AsyncGenerator[list, None]:
-        stops = StopMatcher(p.stop) if p.stop else None
-        gen = run_choice(self.engine, f"{p.id}-{i}", p.plans[i], result)
-        seen = 0
-        try:
-            async for events in gen:
-                if result.completion_tokens > seen:  # tokens of this delta (headers included)
-                    obs.tokens(result.completion_tokens - seen)
-                    seen = result.completion_tokens
-                if stops is not None:
-                    events = stops.filter(events)
-                if events:
-                    yield events
-                if stops is not None and stops.hit:
-                    result.finish_reason = "stop"
-                    break
-            if stops is not None:
-                tail = stops.flush()
-                if tail:
-                    yield tail
-        finally:
-            await gen.aclose()  # aborts the engine request if it is still running
+        return core.choice_events(self.engine, f"{p.id}-{i}", p.plans[i], result, obs, p.stop)
 
     def _usage(self, p: Prepared, results: list[ChoiceResult]) -> dict[str, Any]:
         completion = sum(r.completion_tokens for r in results)
@@ -330,22 +254,6 @@ class ChatService:
                 "reasoning_tokens": sum(r.reasoning_tokens for r in results)
             },
         }
-
-
-def _check_schema(schema: Any, param: str) -> None:
-    """A schema the output will be constrained to must be a valid JSON schema object."""
-    import jsonschema
-
-    if not isinstance(schema, dict):
-        raise InvalidRequest("must be a JSON schema object", param=param)
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except RecursionError:
-        raise InvalidRequest("the JSON schema is nested too deeply", param=param) from None
-    except jsonschema.SchemaError as exc:
-        where = "/".join(str(p) for p in exc.path)
-        raise InvalidRequest(f"invalid JSON schema{' at ' + where if where else ''}: "
-                             f"{exc.message[:200]}", param=param) from None
 
 
 def _schema_of(fmt: Any) -> dict[str, Any] | None:
