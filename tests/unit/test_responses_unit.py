@@ -187,3 +187,29 @@ def test_runpod_route_bad_input_fails_the_job_naming_the_field() -> None:
     assert err["param"] == "previous_response_id" and err["type"] == "invalid_request_error"
     [out] = _jobs({"openai_route": "/v1/responses", "openai_input": "Hi"})
     assert json.loads(out["error"])["param"] == "openai_input"
+
+
+# ------------------------------------------------------------------ bounds (issue 19's)
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"input": [{"role": "user", "content": "\ud800"}]}, "input[0].content"),
+    ({"input": "hi", "temperature": float("nan")}, "temperature"),
+    ({"input": "hi", "metadata": {"k": "\udfff"}}, "metadata.k"),
+])
+def test_responses_bodies_get_the_shared_bounds(body: dict[str, Any], param: str) -> None:
+    from worker.openai.responses.validate import parse_request
+
+    with pytest.raises(InvalidRequest) as err:
+        parse_request(body)
+    assert err.value.param == param
+
+
+def test_responses_admit_compiles_the_text_format_schema() -> None:
+    """`admit` checks every constrained schema through the engine, named by its field."""
+    service = ResponsesService(FakeEngine(_script), today=lambda: "2026-01-01")
+    req = _req(input="Hi", text={"format": {"type": "json_schema", "name": "x",
+                                            "schema": {"type": "object"}}})
+    prepared = service.prepare(req)
+    assert prepared.schemas == (("text.format.schema", {"type": "object"}),)
+    assert asyncio.run(service.admit(req)).schemas == prepared.schemas

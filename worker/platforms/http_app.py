@@ -120,7 +120,7 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         body = await read_json(request, state.max_body_bytes)
         service = responses_service(state.ready_service())
         req = parse_request(body)
-        prepared = service.prepare(req)  # raises 4xx before any byte is streamed
+        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
         if req.stream:
             return StreamingResponse(
                 _named_sse(service.stream(prepared)), media_type="text/event-stream",

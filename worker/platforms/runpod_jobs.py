@@ -273,7 +273,7 @@ async def run_responses_job(chat_service: Any, request: ResponsesRequest, *,
     no [DONE], errors in-band as the service reports them)."""
     service = responses_service(chat_service)
     try:
-        prepared = service.prepare(request)
+        prepared = await service.admit(request)
         if not request.stream:
             yield await service.complete(prepared)
             return

@@ -45,6 +45,8 @@ class Prepared:
     prompt_tokens: int
     plan: ChoicePlan
     tools: list[dict[str, Any]]  # echoed
+    # (param, schema) of every JSON schema the output is constrained to; `admit` compiles them
+    schemas: tuple[tuple[str, Any], ...] = ()
 
 
 class ResponsesService:
@@ -102,8 +104,21 @@ class ResponsesService:
                            for i, raw in enumerate(req.tools or [])
                            if raw.get("type") == "function"},
             answer_param="text.format.schema")
+        schemas = core.constrained_schemas(
+            plan.tools, plan.must_call, answer,
+            {str(raw.get("name")): f"tools[{i}].parameters"
+             for i, raw in enumerate(req.tools or []) if raw.get("type") == "function"},
+            "text.format.schema")
         return Prepared(request=req, id=new_id("resp"), created=int(time.time()), model=model,
-                        prompt_tokens=len(prompt), plan=plan, tools=echo_tools(tools))
+                        prompt_tokens=len(prompt), plan=plan, tools=echo_tools(tools),
+                        schemas=schemas)
+
+    async def admit(self, req: ResponsesRequest) -> Prepared:
+        """`prepare`, then every JSON schema the output is constrained to must compile within
+        the size and time limits (worker.openai.bounds), as for chat. Adapters call this."""
+        p = self.prepare(req)
+        await core.admit_schemas(self.engine, p.schemas, self.limits)
+        return p
 
     # -- running ----------------------------------------------------------------
     async def complete(self, p: Prepared) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.openai.bounds import check_body
 from worker.openai.errors import InvalidRequest, validation_error_body
 from worker.openai.responses.protocol import (
     IGNORED_TOOL_TYPES,
@@ -84,7 +85,10 @@ def validate_request(req: ResponsesRequest, tools: list[FunctionTool]) -> None:
 
 
 def parse_request(body: Any) -> ResponsesRequest:
-    """Validate a Responses body; a bad field raises InvalidRequest whose param names it."""
+    """Validate a Responses body; a bad field raises InvalidRequest whose param names it.
+    The bounds every endpoint shares come first (worker.openai.bounds.check_body: lone
+    surrogates, NaN, nesting, repeated keys, tokenizer-quadratic runs, named by path)."""
+    check_body(body)
     try:
         return ResponsesRequest.model_validate(body)
     except ValidationError as exc:
