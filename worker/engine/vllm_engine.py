@@ -247,6 +247,8 @@ class VllmEngine:
             await self._llm.abort(request_id)
         except Exception:  # aborting an unknown or finished request is not an error
             log.debug("abort of %s failed", request_id, exc_info=True)
+        else:
+            log.info("engine request %s aborted", request_id)
 
     async def num_unfinished(self) -> int:
         return int(self._llm.output_processor.get_num_unfinished_requests())
