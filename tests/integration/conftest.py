@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -119,20 +120,37 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
+# One random and one scripted server for the whole session: every module that only needs
+# "a worker on this model" shares them (an engine start costs a minute or more on CI's
+# two cores). A module that needs other settings starts its own with run_server.
+@pytest.fixture(scope="session")
 def random_server(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with run_server(random_model, tmp_path_factory.mktemp("random-server"),
-                    SERVED_MODEL_NAME="tiny-random") as server:
+                    SERVED_MODEL_NAME="tiny-random", MAX_NUM_SEQS="64") as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def scripted_server(
     scripted_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     with run_server(scripted_model, tmp_path_factory.mktemp("scripted-server"),
                     SERVED_MODEL_NAME="tiny-scripted", API_KEY="test-key-123") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def runpod_pair(random_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One job queue and `python -m worker runpod` polling it, shared by the RunPod modules.
+
+    test_runpod_worker's engine-death test kills this worker: it runs last of its module,
+    and the modules after it (alphabetically) do not use this fixture.
+    """
+    from .runpod_queue import queue_worker  # it imports this module
+
+    with queue_worker(random_model, tmp_path_factory.mktemp("runpod-worker"),
+                      MAX_NUM_SEQS="64") as both:
+        yield both
 
 
 @pytest.fixture(scope="session")

@@ -40,10 +40,8 @@ SECRET_KEY = "sk-SECRETKEY-do-not-log-5678"
 
 
 @pytest.fixture(scope="module")
-def server(random_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    with run_server(random_model, tmp_path_factory.mktemp("reliability"),
-                    SERVED_MODEL_NAME="tiny-random", MAX_NUM_SEQS="64") as s:
-        yield s
+def server(random_server: Server) -> Server:
+    return random_server  # the session's random server (MAX_NUM_SEQS=64)
 
 
 def check_error(r: httpx.Response, case: Case) -> None:
@@ -148,7 +146,7 @@ def test_cancellation_storm(server: Server, reliability: dict) -> None:
 
     asyncio.run(storm())
     t0 = time.monotonic()
-    deadline = t0 + 5
+    deadline = t0 + 120  # generous: the outcome is asserted, not the speed
     while True:
         ready = httpx.get(f"{server.url}/ready", timeout=5).json()
         if ready["engine_requests"] == 0 and ready["inflight"] == 0:

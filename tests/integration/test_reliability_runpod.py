@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.bad_inputs import JSON_CASES, Case
 
-from .runpod_queue import JobQueue, Worker, error_of, queue_worker
+from .runpod_queue import JobQueue, Worker, error_of
 
 HELLO = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 4}
 
 
 @pytest.fixture(scope="module")
-def rp(random_model: Path,
-       tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JobQueue, Worker]]:
-    with queue_worker(random_model, tmp_path_factory.mktemp("rp-reliability"),
-                      MAX_NUM_SEQS="64") as both:
-        yield both
+def rp(runpod_pair: tuple[JobQueue, Worker]) -> tuple[JobQueue, Worker]:
+    return runpod_pair  # the session's RunPod worker
 
 
 def _check(case: Case, done: dict) -> None:

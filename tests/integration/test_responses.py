@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,9 +21,9 @@ from openai.types.responses import Response
 from tests.responses_cases import BAD
 from worker.tiny import scripted
 
-from .conftest import Server, run_server
+from .conftest import Server
 
-KEY = "responses-key"
+KEY = "test-key-123"  # the scripted_server fixture sets API_KEY to this
 MODEL = "tiny-scripted"
 WEATHER_TOOL = {
     "type": "function", "name": "get_weather", "description": "Current weather in a city",
@@ -38,10 +36,8 @@ GREEDY: dict[str, Any] = {"temperature": 0.0, "max_output_tokens": 100}
 
 
 @pytest.fixture(scope="module")
-def server(scripted_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with run_server(scripted_model, tmp_path_factory.mktemp("responses-server"),
-                    SERVED_MODEL_NAME=MODEL, API_KEY=KEY) as s:
-        yield s
+def server(scripted_server: Server) -> Server:
+    return scripted_server  # the session's scripted server
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from .runpod_queue import (
     _children,
     _cmdline,
     error_of,
-    queue_worker,
     start_worker,
 )
 
@@ -42,10 +40,8 @@ LONG = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_toke
 
 
 @pytest.fixture(scope="module")
-def queue_and_worker(random_model: Path,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JobQueue, Worker]]:
-    with queue_worker(random_model, tmp_path_factory.mktemp("runpod-worker")) as both:
-        yield both
+def queue_and_worker(runpod_pair: tuple[JobQueue, Worker]) -> tuple[JobQueue, Worker]:
+    return runpod_pair  # the session's RunPod worker (its engine dies in the last queue test)
 
 
 @pytest.fixture(scope="module")
