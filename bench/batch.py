@@ -194,11 +194,12 @@ def section(res: dict[str, Any]) -> str:
     ])
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, start: str = START, end: str = END) -> None:
+    """Replace the text between `start` and `end` in `path` (or append it)."""
     old = path.read_text() if path.exists() else ""
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        new = head + text + rest.split(END, 1)[1]
+    if start in old and end in old:
+        head, rest = old.split(start, 1)
+        new = head + text + rest.split(end, 1)[1]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(new)

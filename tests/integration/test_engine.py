@@ -113,3 +113,18 @@ async def test_choice_constraint(engine: VllmEngine) -> None:
 
     ids = [t for d in deltas for t in d.token_ids if t < 199998]
     assert decode_text(ids) in ("get_weather", "get_time")
+
+
+async def test_reseed_sets_the_engine_cores_random_state(engine: VllmEngine) -> None:
+    """After a snapshot restore the worker reseeds the engine-core process: the same seed
+    draws the same unseeded sample, another seed another one."""
+    opts = SamplingOptions(max_tokens=16, min_tokens=16, temperature=1.0)
+
+    async def draw(seed: int, rid: str) -> list[int]:
+        await engine.reseed(seed)
+        return [t for d in await collect(engine.generate(rid, PROMPT, opts)) for t in d.token_ids]
+
+    first, again, other = await draw(1234, "r-a"), await draw(1234, "r-b"), await draw(99, "r-c")
+    assert len(first) == 16
+    assert first == again
+    assert first != other

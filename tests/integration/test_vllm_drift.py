@@ -89,7 +89,8 @@ def test_async_llm_api_we_use() -> None:
     from vllm.inputs import TokensPrompt
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    for name in ("from_engine_args", "generate", "abort", "check_health", "shutdown", "errored"):
+    for name in ("from_engine_args", "generate", "abort", "check_health", "shutdown", "errored",
+                 "sleep", "wake_up", "reset_prefix_cache", "collective_rpc"):
         assert hasattr(AsyncLLM, name), name
     # SamplingOptions.priority goes to generate(priority=...) under scheduling_policy priority
     assert "priority" in inspect.signature(AsyncLLM.generate).parameters

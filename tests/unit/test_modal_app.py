@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -232,6 +233,9 @@ class SleepyEngine(FakeEngine):
     async def wake_up(self) -> None:
         self.sleeps.append(f"wake on {threading.current_thread().name}")
 
+    async def reseed(self, seed: int) -> None:
+        self.sleeps.append(f"reseed {seed} on {threading.current_thread().name}")
+
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Runtime]:
@@ -297,7 +301,8 @@ def test_sleep_and_wake_for_snapshots(runtime: Runtime) -> None:
     runtime.wake()  # not asleep: nothing to do
     runtime.sleep()
     runtime.wake()
-    assert runtime.engine.sleeps == ["sleep 1 on engine-loop", "wake on engine-loop"]
+    assert runtime.engine.sleeps[:2] == ["sleep 1 on engine-loop", "wake on engine-loop"]
+    assert re.fullmatch(r"reseed \d+ on engine-loop", runtime.engine.sleeps[2])
 
 
 def test_wake_after_a_restore_reseeds(runtime: Runtime) -> None:
@@ -313,6 +318,10 @@ def test_wake_after_a_restore_reseeds(runtime: Runtime) -> None:
     runtime.sleep()
     runtime.wake()
     assert (random.random(), numpy.random.random()) != restored
+    runtime.sleep()
+    runtime.wake()  # the engine core gets a fresh seed on every restore, not a fixed one
+    seeds = [int(s.split()[1]) for s in runtime.engine.sleeps if s.startswith("reseed")]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
 
 
 async def test_warm_up_runs_real_chat_requests(runtime: Runtime) -> None:

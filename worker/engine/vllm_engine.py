@@ -29,6 +29,7 @@ from worker.engine.api import (
     TokenLogprob,
 )
 from worker.engine.grammar_check import GrammarChecker, GrammarSpec
+from worker.engine.reseed import reseed_worker
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +274,13 @@ class VllmEngine:
 
     async def wake_up(self) -> None:
         await self._llm.wake_up()
+
+    async def reseed(self, seed: int) -> None:
+        """New random state in the engine-core process (its sampler's generators), e.g. after
+        a snapshot restore. The function goes by reference (cloudpickle), not as code."""
+        import cloudpickle
+
+        await self._llm.collective_rpc(cloudpickle.dumps(reseed_worker), args=(seed,))
 
     async def shutdown(self) -> None:
         if self._grammar is not None:

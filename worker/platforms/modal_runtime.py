@@ -117,11 +117,14 @@ class Runtime:
 
     def wake(self) -> None:
         """After a restore: wake the engine, and draw fresh random state (every container
-        restored from one snapshot would share it)."""
+        restored from one snapshot would share it) here and in the engine-core process."""
         if self.asleep:
             self.engine_loop.run(self.engine.wake_up())
             self.asleep = False
-            reseed()
+            seed = reseed()
+            if hasattr(self.engine, "reseed"):
+                self.engine_loop.run(self.engine.reseed(seed))
+            log.info("woke from the snapshot with fresh random state")
 
     def asgi(self, batches: Any = None) -> ASGIApp:
         """The shared HTTP app on the engine loop. `batches` (a `(volume, root, spawn)` triple)

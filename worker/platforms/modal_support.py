@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import random
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from worker.engine.reseed import reseed_process
 
 log = logging.getLogger("modal_app")
 
@@ -280,14 +280,9 @@ async def warm_up(service: Any, requests: Sequence[dict[str, Any]] = WARMUP_REQU
     return len(requests)
 
 
-def reseed() -> None:
+def reseed() -> int:
     """Fresh random state in this process after a snapshot restore (every restored container
-    would otherwise draw the same numbers): Python's, and numpy's and torch's where loaded."""
+    would otherwise draw the same numbers); returns the seed, for the engine core too."""
     seed = int.from_bytes(os.urandom(8), "little")
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(seed % 2**32)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed % 2**63)
+    reseed_process(seed)
+    return seed
