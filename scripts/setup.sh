@@ -25,6 +25,10 @@ pip install "runpod==1.12.0" "modal==1.6.4" "pytest>=8" "pytest-asyncio>=0.24" \
 #    websockets<17). LiteLLM would fetch a model cost map at import without the variable.
 pip install "langchain-openai==1.7.4" "openai-agents==0.24.0" "litellm==1.110.2" \
   "pydantic-ai-slim[openai]==2.68.0"
+# 5. Codex CLI, the Responses client an integration test drives (npm ships its binary).
+npm install --prefix .venv/codex --no-audit --no-fund --silent "@openai/codex@0.171.0"
+.venv/codex/node_modules/.bin/codex --version >/dev/null \
+  || { echo "setup: the Codex CLI does not run (see above)" >&2; exit 1; }
 LITELLM_LOCAL_MODEL_COST_MAP=True .venv/bin/python -c "import vllm, torch, openai_harmony, runpod, modal, openai, fastapi, schemathesis, psutil, msgspec, langchain_openai, agents, litellm, pydantic_ai" \
   || { echo "setup: the environment is broken (see above)" >&2; exit 1; }
 rm -f .venv/.installed-*

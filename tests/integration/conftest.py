@@ -134,8 +134,10 @@ def random_server(random_model: Path, tmp_path_factory: pytest.TempPathFactory) 
 def scripted_server(
     scripted_model: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
+    # 8192 tokens of context: Codex's instructions and tools alone are about 5,500
     with run_server(scripted_model, tmp_path_factory.mktemp("scripted-server"),
-                    SERVED_MODEL_NAME="tiny-scripted", API_KEY="test-key-123") as server:
+                    SERVED_MODEL_NAME="tiny-scripted", API_KEY="test-key-123",
+                    MAX_MODEL_LEN="8192") as server:
         yield server
 
 

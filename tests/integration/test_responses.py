@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -294,6 +297,35 @@ def test_codex_style_turns(server: Server) -> None:
     assert events2[-1][0] == "response.completed"
     texts = [c["text"] for o in final["output"] if o["type"] == "message" for c in o["content"]]
     assert texts == [scripted.ANSWER_AFTER_TOOL]
+
+
+CODEX = Path(__file__).resolve().parents[2] / ".venv" / "codex" / "node_modules" / ".bin" / "codex"
+
+
+def test_the_codex_cli_completes_a_turn(server: Server, tmp_path: Path) -> None:
+    """The real Codex CLI (scripts/setup.sh installs it from npm) with this worker as its
+    model provider, as docs/RESPONSES.md configures it: `codex exec` streams a turn over
+    /v1/responses (its own instructions, tools and include list) and prints the answer."""
+    assert CODEX.exists(), "scripts/setup.sh installs the Codex CLI into .venv/codex"
+    home, work = tmp_path / "codex-home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(
+        f'model = "{MODEL}"\nmodel_provider = "worker"\nmodel_reasoning_effort = "low"\n'
+        f'[model_providers.worker]\nname = "worker"\nbase_url = "{server.base_url}"\n'
+        'env_key = "WORKER_API_KEY"\nwire_api = "responses"\n')
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CODEX_HOME": str(home),
+           "WORKER_API_KEY": KEY}
+    done = subprocess.run([str(CODEX), "exec", "--skip-git-repo-check", "--json", "Hello!"],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    messages = [e["item"]["text"] for e in events if e["type"] == "item.completed"
+                and e["item"]["type"] == "agent_message"]
+    assert messages == [scripted.ANSWER], done.stdout[-3000:]
+    [usage] = [e["usage"] for e in events if e["type"] == "turn.completed"]
+    assert usage["input_tokens"] > 1000 and usage["reasoning_output_tokens"] > 0, usage
 
 
 # ------------------------------------------------------------------ bad input
