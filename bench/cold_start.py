@@ -55,7 +55,7 @@ def child(model: str, eager: bool) -> None:
 
 
 def start_engine(model: str, eager: bool, env: dict[str, str]) -> dict[str, Any]:
-    from worker.setup.progress import VllmStartupLog
+    from worker.setup.startup_log import VllmStartupLog
 
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--child", model, *(["--eager"] * eager)],

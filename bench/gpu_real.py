@@ -45,7 +45,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from worker.setup.progress import VllmStartupLog  # noqa: E402
+from worker.setup.startup_log import VllmStartupLog  # noqa: E402
 
 PY = sys.executable
 START_TIMEOUT = 900.0

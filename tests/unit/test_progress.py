@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from worker.setup import progress as progress_mod
-from worker.setup.progress import Progress, VllmStartupLog, fmt_bytes, process_age, render_bar
+from worker.setup.progress import Progress, fmt_bytes, render_bar
+from worker.setup.startup_log import VllmStartupLog, process_age
 
 MiB = 1024**2
 

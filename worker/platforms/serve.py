@@ -14,7 +14,8 @@ from worker.platforms.http_app import AppState, create_app
 from worker.platforms.http_files import batch_concurrency, open_batches
 from worker.setup.bootstrap import Timeline, configure_logging, start
 from worker.setup.config import Settings, load_settings
-from worker.setup.progress import Progress, process_age
+from worker.setup.progress import Progress
+from worker.setup.startup_log import process_age
 from worker.setup.weights import default_batch_dir
 
 log = logging.getLogger(__name__)

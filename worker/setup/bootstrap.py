@@ -176,7 +176,8 @@ async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
 
     `observer` (a worker.openai.metrics.Observer, e.g. Metrics) sees every chat request's tokens."""
     from worker.setup.gpu import probe
-    from worker.setup.progress import Progress, VllmStartupLog
+    from worker.setup.progress import Progress
+    from worker.setup.startup_log import VllmStartupLog
     from worker.setup.weights import ensure_weights
 
     progress = progress or Progress(settings.show_loading_progress)
