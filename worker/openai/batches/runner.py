@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from worker.openai.batches.outputs import counts, dump_line, expired_line, finished_at, usage
 from worker.openai.batches.store import KEEP_FINISHED_S, TERMINAL, BatchStore, Lease
 from worker.openai.errors import NotFound, Unavailable
 from worker.openai.files.store import FileStore
@@ -76,7 +77,7 @@ class BatchRunner:
             if rec["status"] not in TERMINAL:
                 keep.add(rec["input_file_id"])
                 self._start(rec["id"])
-            elif self.clock() - _finished_at(rec) > KEEP_FINISHED_S:
+            elif self.clock() - finished_at(rec) > KEEP_FINISHED_S:
                 self.batches.remove(rec["id"])
         for file_id in self.files.sweep(keep=keep):
             log.info("deleted expired file %s", file_id)
@@ -262,7 +263,7 @@ class BatchRunner:
         expires = info.get("output_expires_after")
         for key, rows, kind in (("output_file_id", ok, "output"), ("error_file_id", bad, "error")):
             if rows:
-                self.files.write(info[key], (_dump(o) for o in rows),
+                self.files.write(info[key], (dump_line(o) for o in rows),
                                  filename=f"{rec['id']}_{kind}.jsonl", expires_after=expires)
                 rec[key] = info[key]
         rec["request_counts"] = counts(rec["request_counts"]["total"], outputs)
@@ -276,39 +277,3 @@ class BatchRunner:
         self.batches.save(rec)
         self.persist()
         log.info("batch %s %s: %s", rec["id"], ending, rec["request_counts"])
-
-
-def counts(total: int, outputs: Any) -> dict[str, int]:
-    outs = list(outputs)
-    failed = sum(1 for o in outs if o.get("error"))
-    return {"total": total, "completed": len(outs) - failed, "failed": failed}
-
-
-def usage(outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    prompt = completion = reasoning = 0
-    for o in outputs:
-        body = (o.get("response") or {}).get("body") or {}
-        u = body.get("usage") or {}
-        prompt += int(u.get("prompt_tokens") or 0)
-        completion += int(u.get("completion_tokens") or 0)
-        reasoning += int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    return {"input_tokens": prompt, "output_tokens": completion,
-            "total_tokens": prompt + completion, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": reasoning}}
-
-
-def expired_line(custom_id: str) -> dict[str, Any]:
-    return {"id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id, "response": None,
-            "error": {"code": "batch_expired",
-                      "message": "This request could not be executed before the completion "
-                                 "window expired."}}
-
-
-def _finished_at(rec: dict[str, Any]) -> float:
-    return float(max(rec.get(k) or 0 for k in
-                     ("completed_at", "failed_at", "expired_at", "cancelled_at", "created_at")))
-
-
-def _dump(line: dict[str, Any]) -> bytes:
-    return json.dumps(line, separators=(",", ":")).encode()
-
