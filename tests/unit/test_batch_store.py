@@ -365,3 +365,17 @@ def test_bad_create_params_name_the_field_and_store_nothing(
         api.create(body)
     assert err.value.param == param
     assert list(api.batches.records()) == []
+
+
+def test_usage_sums_every_apis_usage_shape() -> None:
+    from worker.openai.batches.outputs import usage
+
+    chat = {"response": {"body": {"usage": {
+        "prompt_tokens": 10, "completion_tokens": 5,
+        "completion_tokens_details": {"reasoning_tokens": 2}}}}}
+    responses = {"response": {"body": {"usage": {
+        "input_tokens": 7, "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 1}}}}}
+    failed = {"response": None, "error": {"code": "batch_expired"}}
+    u = usage([chat, responses, failed])
+    assert (u["input_tokens"], u["output_tokens"], u["total_tokens"]) == (17, 9, 26)
+    assert u["output_tokens_details"]["reasoning_tokens"] == 3
