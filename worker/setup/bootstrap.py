@@ -138,7 +138,7 @@ def model_shape(settings: Settings, env: Mapping[str, str], model: str) -> Any:
                             "checkpoint directory with a config.json")
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     return describe(model, revision=settings.model_revision, token=token,
-                    cache_dir=default_cache_dir(settings, env))
+                    cache_dir=default_cache_dir(settings, env), endpoint=env.get("HF_ENDPOINT"))
 
 
 def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:

@@ -51,6 +51,24 @@ def describe(model: str, *, revision: str | None, cache_dir: Path | None, token:
              offline: bool = False) -> ModelShape | None:
     """The planner's shape of the Hub repo `model` (see the module docstring). With
     `offline`, only the cache is read and None means it holds no copy."""
+    found = read_config(model, revision=revision, cache_dir=cache_dir, token=token,
+                        endpoint=endpoint, others=others, offline=offline)
+    if found is None:
+        return None
+    config, weight_bytes = found
+    try:
+        return shape_from_config(config, max(weight_bytes, catalog_weight_bytes(config)),
+                                 name=model)
+    except ValueError as exc:
+        raise SettingsError(f"MODEL={model}: its config.json cannot be planned: {exc}") from None
+
+
+def read_config(model: str, *, revision: str | None, cache_dir: Path | None,
+                token: str | None, endpoint: str | None = None,
+                others: tuple[Path, ...] | None = None,
+                offline: bool = False) -> tuple[dict[str, Any], int] | None:
+    """config.json of a gpt-oss repo and its weight size (bytes), from the cache, else from
+    the Hub (never with `offline`: None then). Refuses a repo that is not gpt-oss."""
     cached = _from_cache(model, revision, cache_dir, others)
     if cached is None and offline:
         return None
@@ -61,12 +79,7 @@ def describe(model: str, *, revision: str | None, cache_dir: Path | None, token:
         config, weight_bytes = _from_hub(model, revision, cache_dir, token, endpoint)
         log.info("MODEL=%s: config.json and weight size from the Hub", model)
     require_gpt_oss(config, model)
-    try:
-        shape = shape_from_config(config, max(weight_bytes, catalog_weight_bytes(config)),
-                                  name=model)
-    except ValueError as exc:
-        raise SettingsError(f"MODEL={model}: its config.json cannot be planned: {exc}") from None
-    return shape
+    return config, weight_bytes
 
 
 def _from_cache(model: str, revision: str | None, cache_dir: Path | None,

@@ -244,9 +244,9 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
     progress = Progress(settings.show_loading_progress)
     try:
         if known_model(model) is None and not Path(model).expanduser().is_dir():
-            from worker.setup.checkpoint import describe
+            from worker.setup.checkpoint import read_config
 
-            describe(model, revision=settings.model_revision, token=token, cache_dir=cache)
+            read_config(model, revision=settings.model_revision, token=token, cache_dir=cache)
         with progress.phase("download"):
             path = ensure_weights(model, revision=settings.model_revision, token=token,
                                   cache_dir=cache, progress=progress)
