@@ -137,7 +137,7 @@ def test_download_killed_half_way_resumes(hub: FakeHub, tmp_path: Path) -> None:
     repo = hub.repos["openai/tiny-slow"]
     big = SHARDS[0]
     env = worker_env(hub, tmp_path)
-    blobs = tmp_path / "cache" / "models--openai--tiny-slow" / "blobs"
+    blobs = tmp_path / "cache" / "hub" / "models--openai--tiny-slow" / "blobs"
     repo.throttle_bps = 3_000_000
     hub.reset()
     proc = spawn("openai/tiny-slow", env)

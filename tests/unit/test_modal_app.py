@@ -87,7 +87,7 @@ def test_default_deployment_shape(tmp_path: Path) -> None:
     assert shape["secrets"] == [] and shape["env"] == {}
     assert (shape["snapshot"], shape["experimental"]) == (False, None)
     assert shape["memory"] is None  # Modal's default: nothing reserved, nothing billed extra
-    assert shape["models"] == ["openai/gpt-oss-120b"]  # what the planner picks for an H100
+    assert shape["models"] == ["openai/gpt-oss-20b"]  # MODEL unset: the one default model
     # one download, off the GPU, onto the same weight and cache volumes
     caches = {k: v for k, v in shape["volumes"].items() if k != "/batches"}
     assert shape["download"] == {"gpus": [], "cpu": 4.0, "secrets": [], "volumes": caches}
@@ -142,14 +142,16 @@ def test_snapshot_memory_follows_the_plan() -> None:
     from worker.setup.plan import PlanRequest, plan_engine
 
     GiB = 1024**3
-    cfg = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S"})
+    cfg = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S", "MODEL": "auto"})
     assert cfg.models == ("openai/gpt-oss-20b",)  # 120b does not fit a 48 GB card
     plan = plan_engine(lookup_gpu("L40S"), GPT_OSS_20B, PlanRequest(model=GPT_OSS_20B.name))
     weights = -(-plan.fit.weights_bytes_per_gpu // GiB)  # Marlin on Ada: more than on disk
     assert weights > GPT_OSS_20B.weight_bytes / GiB
     assert cfg.memory_mib == (weights + modal_support.SNAPSHOT_OVERHEAD_GIB) * 1024
-    both = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S,H100"})
+    both = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S,H100", "MODEL": "auto"})
     assert both.models == ("openai/gpt-oss-20b", "openai/gpt-oss-120b")
+    one = deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_GPU": "L40S,H100"})
+    assert one.models == ("openai/gpt-oss-20b",)  # MODEL unset: one model on every GPU
     assert both.memory_mib == (62 + modal_support.SNAPSHOT_OVERHEAD_GIB) * 1024  # the larger
     assert deploy_config({"MODAL_SNAPSHOT": "1", "MODAL_MEMORY": "90"}).memory_mib == 90 * 1024
     assert deploy_config({"MODAL_MEMORY": "16"}).memory_mib == 16 * 1024

@@ -90,11 +90,15 @@ def test_invalid_settings_and_arguments() -> None:
     assert run(["--bogus"], BIG)[0] == 2
 
 
-def test_default_model_follows_the_card() -> None:
-    code, text = run(["--gpu", "H100"], {})
-    assert code == 0 and "model:    openai/gpt-oss-120b  (MODEL not set:" in text
-    code, text = run(["--gpu", "L40S"], {})
-    assert code == 0 and "model:    openai/gpt-oss-20b  (MODEL not set:" in text
+def test_unset_model_is_one_default_and_auto_follows_the_card() -> None:
+    for card in ("H100", "L40S"):
+        code, text = run(["--gpu", card], {})
+        assert code == 0 and "model:    openai/gpt-oss-20b  (MODEL not set: the default" in text
+    code, text = run(["--gpu", "H100"], {"MODEL": "auto"})
+    assert code == 0 and "model:    openai/gpt-oss-120b  (MODEL=auto:" in text
+    assert "workers on other GPUs may serve another model" in text
+    code, text = run(["--gpu", "L40S"], {"MODEL": "auto"})
+    assert code == 0 and "model:    openai/gpt-oss-20b  (MODEL=auto:" in text
     assert "max_model_len           131072" in text
 
 

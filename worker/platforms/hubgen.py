@@ -2,9 +2,17 @@
 
 Every setting the RunPod worker reads becomes one Hub environment input (its first
 variable name, its default, its description, number bounds and choices), so the Hub
-form cannot drift from `worker.setup.config.Settings`; `--check` fails when the file is stale.
-The RunPod Hub schema has no secret input type: secrets are advanced string inputs
-with no default whose description points to RunPod Secrets.
+form cannot drift from `worker.setup.config.Settings`. The RunPod Hub schema has no secret
+input type: secrets are advanced string inputs with no default whose description points to
+RunPod Secrets.
+
+A user deploys from the Hub blind, so the file only offers what works:
+`allowedCudaVersions` are those of the base image's CUDA build and newer (a host whose
+driver is older cannot run it), and the GPU pools (`gpuIds`, one list for every preset in
+RunPod's schema) are those on which the fit planner accepts every preset and the default
+model, each pool judged by its weakest card (`worker.platforms.runpod_pools`).
+`--check` fails when the file is stale, when a preset in it would be refused on one of its
+pools, or when `tests.json` asks for other CUDA versions or a card its model does not fit.
 """
 
 from __future__ import annotations
@@ -19,9 +27,17 @@ from typing import Any, Literal
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
+from worker.platforms.runpod_pools import (
+    allowed_cuda_versions,
+    check_hub,
+    check_tests,
+    offered_pools,
+    preset_name,
+)
 from worker.setup.config import Settings
 
 HUB_PATH = Path(".runpod/hub.json")
+TESTS_NAME = "tests.json"  # beside hub.json; hand-written, checked here
 
 # Read by `serve` or by the pod image only, never by the RunPod worker (RunPod authenticates
 # callers itself, its SDK drains the jobs in flight on SIGTERM, and its own queue holds
@@ -31,26 +47,31 @@ NOT_ON_RUNPOD = frozenset({"host", "port", "api_key", "max_request_bytes", "drai
 # Shown by default; everything else sits under the Hub form's "advanced" toggle.
 BASIC = frozenset({"model", "max_model_len", "hf_token", "served_model_name",
                    "max_concurrency", "default_reasoning_effort"})
-GPU_POOLS = "ADA_80_PRO,AMPERE_80,HOPPER_141,ADA_48_PRO,AMPERE_48"
+# The Hub's presets: (short name, environment defaults). MODEL unset is one more (the default).
+PRESETS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("gpt-oss-20b", {"MODEL": "openai/gpt-oss-20b"}),
+    ("gpt-oss-120b", {"MODEL": "openai/gpt-oss-120b"}),
+)
 
 
 def hub_config() -> dict[str, Any]:
+    pools = offered_pools([env for _, env in PRESETS])
     return {
         "title": "gpt-oss (vLLM)",
-        "description": "OpenAI's gpt-oss-20b / gpt-oss-120b on vLLM: OpenAI-compatible chat "
-        "completions with Harmony reasoning and tool calls, streaming, batch jobs; the model "
-        "that fits the GPU is picked and sized automatically.",
+        "description": "OpenAI's gpt-oss-20b / gpt-oss-120b (or any gpt-oss checkpoint on the "
+        "Hub) on vLLM: OpenAI-compatible chat completions with Harmony reasoning and tool "
+        "calls, streaming, batch jobs; gpt-oss-20b unless MODEL says otherwise, sized to the "
+        "GPU automatically.",
         "type": "serverless",
         "category": "language",
         "config": {
             "runsOn": "GPU",
             "containerDiskInGb": 150,
             "gpuCount": 1,
-            "gpuIds": GPU_POOLS,
-            "presets": [
-                {"name": "gpt-oss-120b (80 GB GPU)", "defaults": {"MODEL": "openai/gpt-oss-120b"}},
-                {"name": "gpt-oss-20b (24 GB+ GPU)", "defaults": {"MODEL": "openai/gpt-oss-20b"}},
-            ],
+            "gpuIds": ",".join(pools),
+            "allowedCudaVersions": allowed_cuda_versions(),
+            "presets": [{"name": preset_name(name, env), "defaults": env}
+                        for name, env in PRESETS],
             "env": [env_entry(name, field) for name, field in Settings.model_fields.items()
                     if name not in NOT_ON_RUNPOD],
         },
@@ -104,10 +125,18 @@ def main(argv: list[str]) -> int:
     path = Path(argv[argv.index("--path") + 1]) if "--path" in argv else HUB_PATH
     text = render()
     if "--check" in argv:
-        if not path.is_file() or path.read_text() != text:
-            print(f"{path} is stale: run `python -m worker hubgen`", file=sys.stderr)
+        if not path.is_file():
+            print(f"{path} is missing: run `python -m worker hubgen`", file=sys.stderr)
             return 1
-        return 0
+        problems = check_hub(json.loads(path.read_text()))
+        tests = path.parent / TESTS_NAME
+        problems += check_tests(json.loads(tests.read_text())) if tests.is_file() else [
+            f"{tests} is missing"]
+        if path.read_text() != text:
+            problems.append(f"{path} is stale: run `python -m worker hubgen`")
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1 if problems else 0
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")

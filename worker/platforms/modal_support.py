@@ -77,7 +77,7 @@ class DeployConfig:
     proxy_auth: bool = True
     snapshot: bool = False
     memory_mib: int | None = None  # host memory reserved (snapshots: the weights asleep)
-    models: tuple[str, ...] = ("openai/gpt-oss-120b",)  # what `download` puts on the volume
+    models: tuple[str, ...] = ("openai/gpt-oss-20b",)  # what `download` puts on the volume
     container_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -156,12 +156,16 @@ def refuse_multi_gpu_snapshot(gpus: Sequence[str], tensor_parallel: str | None) 
 
 
 def default_models(model: str | None, gpus: Sequence[str]) -> tuple[str, ...]:
-    """What containers will serve: MODEL, else the planner's choice for each GPU type listed
-    (the largest gpt-oss that fits; an unknown card counts as the largest model)."""
-    if model:
+    """What containers will serve: MODEL; unset, the default model on every GPU; `auto`, the
+    planner's choice for each GPU type listed (the largest gpt-oss that fits; an unknown card
+    counts as the largest model)."""
+    from worker.setup.models_catalog import DEFAULT_MODEL, GPT_OSS_120B
+
+    if not model:
+        return (DEFAULT_MODEL,)
+    if model.lower() != "auto":
         return (model,)
     from worker.setup.gpu import lookup_gpu
-    from worker.setup.models_catalog import GPT_OSS_120B
     from worker.setup.plan import PlanRequest, choose_default_model
 
     chosen: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from worker.setup.weights import default_cache_dir
 log = logging.getLogger(__name__)
 
 TINY_MODEL_NAME = "tiny-gpt-oss"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # xgrammar with compact JSON (a model must not spin on optional whitespace), applied from
 # the first generated token: vLLM attaches its gpt-oss reasoning parser to structured
 # outputs and would otherwise wait for `<|channel|>final<|message|>` before constraining,
@@ -95,26 +97,67 @@ def plan_request(settings: Settings) -> Any:
     )
 
 
+AUTO = "auto"
+AUTO_BANNER = ("\n" + "!" * 78 + "\n  MODEL=auto: serving {model}, the largest gpt-oss that "
+               "fits THIS GPU ({why}).\n  Workers of one endpoint on different GPUs may serve "
+               "DIFFERENT models under\n  different names and fail each other's requests: set "
+               "MODEL to one model.\n" + "!" * 78)
+
+
+def pick_model(model: str | None, gpu: Any, req: Any) -> str:
+    """MODEL as set; unset: the one default model; `auto`: the largest that fits `gpu`."""
+    from worker.setup.models_catalog import DEFAULT_MODEL
+    from worker.setup.plan import choose_default_model
+
+    if model is None:
+        log.info("MODEL not set: serving the default %s (MODEL=auto picks the largest gpt-oss "
+                 "that fits each GPU instead)", DEFAULT_MODEL)
+        return DEFAULT_MODEL
+    if model.lower() != AUTO:
+        return model
+    choice = choose_default_model(gpu, req)
+    log.warning(AUTO_BANNER.format(model=choice.model, why=choice.reason))
+    return choice.model
+
+
+def model_shape(settings: Settings, env: Mapping[str, str], model: str) -> Any:
+    """The planner's ModelShape of MODEL: catalogued, a local checkpoint, or any gpt-oss repo
+    on the Hub (its config.json read first, from the cache when there)."""
+    from worker.setup.checkpoint import describe, require_gpt_oss
+    from worker.setup.models_catalog import known_model, shape_from_dir
+
+    shape = known_model(model)
+    if shape is not None:
+        return shape
+    folder = Path(model).expanduser()
+    if (folder / "config.json").is_file():
+        require_gpt_oss(json.loads((folder / "config.json").read_text(encoding="utf-8")), model)
+        return shape_from_dir(folder)
+    if not HUB_ID.fullmatch(model):
+        raise SettingsError(f"MODEL={model!r} is neither a Hub repo id (ORG/NAME) nor a local "
+                            "checkpoint directory with a config.json")
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    return describe(model, revision=settings.model_revision, token=token,
+                    cache_dir=default_cache_dir(settings, env), endpoint=env.get("HF_ENDPOINT"))
+
+
 def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
     """Pick the model and plan the engine. Raises PlanError when it cannot fit."""
     from worker.engine.vllm_engine import EngineConfig
-    from worker.setup.models_catalog import known_model, shape_from_dir
-    from worker.setup.plan import choose_default_model, engine_args, plan_engine
+    from worker.setup.plan import engine_args, plan_engine
 
     tiny = False
     req = plan_request(settings)
     model = settings.model
-    if model is None and gpu is None:
+    if (model is None or model.lower() == AUTO) and gpu is None:
         from worker.tiny import ensure_tiny_model
 
         model = str(ensure_tiny_model("random", tiny_cache_dir(settings, env)))
         tiny = True
         log.warning("no GPU and no MODEL set: serving a tiny RANDOM gpt-oss on the CPU "
                     "engine; its output is gibberish (set MODEL to serve a real model)")
-    elif model is None:
-        choice = choose_default_model(gpu, req)
-        model = choice.model
-        log.info("MODEL not set: %s (%s)", model, choice.reason)
+    else:
+        model = pick_model(model, gpu, req)
     if settings.load_format == "dummy":
         if not (Path(model) / "config.json").is_file():
             raise SettingsError(
@@ -122,14 +165,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
                 f"MODEL={model!r} is no such folder: write one with `python -m worker.tiny "
                 "--kind shape-20b --cache DIR` (or shape-120b) and set MODEL to it")
         log.warning(DUMMY_BANNER)
-    shape = known_model(model)
-    if shape is None:
-        if not (Path(model) / "config.json").is_file():
-            raise SettingsError(
-                f"MODEL={model!r} is neither a gpt-oss hub id (openai/gpt-oss-120b, "
-                "openai/gpt-oss-20b) nor a local checkpoint directory with a config.json"
-            )
-        shape = shape_from_dir(Path(model))
+    shape = model_shape(settings, env, model)
     plan = plan_engine(gpu, shape, replace(req, model=model))
     for warning in plan.warnings:
         log.warning("%s", warning)

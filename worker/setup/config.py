@@ -32,9 +32,12 @@ class Settings(BaseModel):
     # --- model ---------------------------------------------------------------
     model: str | None = Field(None, json_schema_extra=_env(
         "MODEL", "MODEL_NAME", group="Model",
-        doc="Model to serve: `openai/gpt-oss-120b`, `openai/gpt-oss-20b` or a local path. "
-        "Unset: the largest gpt-oss that fits the GPU; without a GPU, a tiny random "
-        "gpt-oss on the CPU engine (its output is gibberish)."))
+        doc="Model to serve: `openai/gpt-oss-120b`, `openai/gpt-oss-20b`, any gpt-oss "
+        "checkpoint on the Hub (`ORG/NAME`: a fine-tune, a bf16 copy, a private repo) or a "
+        "local path. Unset: `openai/gpt-oss-20b` on every GPU (without a GPU, a tiny random "
+        "gpt-oss on the CPU engine, whose output is gibberish). `auto`: the largest gpt-oss "
+        "that fits each worker's GPU (workers on different GPUs then serve different "
+        "models)."))
     model_revision: str | None = Field(None, json_schema_extra=_env(
         "MODEL_REVISION", "REVISION", group="Model",
         doc="Hub revision (branch, tag or commit) to download."))

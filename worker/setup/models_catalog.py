@@ -1,7 +1,7 @@
 """Model shapes the fit planner needs: layers, KV heads, sliding window, weight size.
 
-The two gpt-oss checkpoints are known here; any other model is described from
-its config.json (`shape_from_config`) and the size of its safetensors
+The two gpt-oss checkpoints are known here (and which one MODEL unset serves); any other
+model is described from its config.json (`shape_from_config`) and the size of its safetensors
 (`weight_bytes_from_dir`). Pure, apart from reading the files it is pointed at.
 """
 
@@ -82,6 +82,9 @@ GPT_OSS_20B = ModelShape(
 )
 
 KNOWN_MODELS: dict[str, ModelShape] = {m.name: m for m in (GPT_OSS_120B, GPT_OSS_20B)}
+# What MODEL unset serves, on every GPU: one endpoint, one model under one name
+# (MODEL=auto picks per GPU instead). gpt-oss-20b fits every 24 GB+ card.
+DEFAULT_MODEL = GPT_OSS_20B.name
 _EXPERTS = {GPT_OSS_120B.name: 128, GPT_OSS_20B.name: 32}  # num_local_experts
 
 

@@ -15,9 +15,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from worker.setup.config import Settings, SettingsError
 from worker.setup.fit import FitReport
 from worker.setup.gpu import GiB, GpuInfo, lookup_gpu, probe
-from worker.setup.models_catalog import ModelShape, known_model, shape_from_dir
+from worker.setup.models_catalog import DEFAULT_MODEL, ModelShape, known_model, shape_from_dir
 from worker.setup.plan import (
     EnginePlan,
     PlanError,
@@ -49,8 +50,6 @@ def main(argv: list[str], env: Mapping[str, str], out: TextIO | None = None) -> 
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse already printed the usage error
         return int(exc.code or 0)
-    from worker.setup.config import Settings, SettingsError
-
     try:
         settings = Settings.from_env(env)
         gpu = _hardware(args.gpu, args.count, env)
@@ -60,7 +59,10 @@ def main(argv: list[str], env: Mapping[str, str], out: TextIO | None = None) -> 
 
     req = plan_request(settings)
     model, why = _model(settings.model, gpu, req)
-    shape = _shape(model, why)
+    try:
+        shape = _shape(model, why, settings, env)
+    except (SettingsError, ValueError) as exc:
+        return _refuse(out, args.json, "refused", str(exc), "", None)
     report: dict[str, Any] = {"hardware": asdict(gpu) if gpu else None, "model": model,
                               "model_reason": why}
     if not args.json:
@@ -69,8 +71,9 @@ def main(argv: list[str], env: Mapping[str, str], out: TextIO | None = None) -> 
         _say(out, f"model:    {model}" + (f"  ({why})" if why else ""))
     if shape is None:
         backend = default_backend(gpu.architecture if gpu else "cpu")
-        msg = (f"fit skipped: {model!r} is not a known gpt-oss id and not a local folder with a "
-               f"config.json (attention backend would be {backend})")
+        msg = (f"fit skipped: {model!r} is not a known gpt-oss id, not in the weight cache and "
+               "not a local folder with a config.json; the worker reads its config.json from "
+               f"the Hub at start (attention backend would be {backend})")
         if args.json:
             _say(out, json.dumps({**report, "ok": True, "plan": None, "skipped": msg}))
         else:
@@ -105,21 +108,33 @@ def _hardware(name: str | None, count: int | None, env: Mapping[str, str]) -> Gp
 
 
 def _model(model: str | None, gpu: GpuInfo | None, req: PlanRequest) -> tuple[str, str]:
-    if model:
+    auto = model is not None and model.lower() == "auto"
+    if model and not auto:
         return model, ""
     if gpu is None:
-        return "tiny-gpt-oss (random, CPU)", ("MODEL not set and no GPU: the worker serves a "
-                                              "tiny random gpt-oss on the CPU engine")
+        return "tiny-gpt-oss (random, CPU)", (f"MODEL {'auto' if auto else 'not set'} and no "
+                                              "GPU: the worker serves a tiny random gpt-oss on "
+                                              "the CPU engine")
+    if not auto:
+        return DEFAULT_MODEL, "MODEL not set: the default on every GPU; MODEL=auto picks per GPU"
     choice = choose_default_model(gpu, req)
-    return choice.model, f"MODEL not set: {choice.reason}"
+    return choice.model, (f"MODEL=auto: {choice.reason}; workers on other GPUs may serve "
+                          "another model")
 
 
-def _shape(model: str, why: str) -> ModelShape | None:
+def _shape(model: str, why: str, settings: Any, env: Mapping[str, str]) -> ModelShape | None:
+    """Catalogued, local, or a Hub repo whose config.json is in the weight cache (no network)."""
     if model.startswith("tiny-gpt-oss") and why:
         return _tiny_shape()
     shape = known_model(model)
     if shape is None and (Path(model) / "config.json").is_file():
         shape = shape_from_dir(Path(model), name=model)
+    if shape is None and "/" in model and not Path(model).is_absolute():
+        from worker.setup.checkpoint import describe
+        from worker.setup.weights import default_cache_dir
+
+        shape = describe(model, revision=settings.model_revision, token=None, offline=True,
+                         cache_dir=default_cache_dir(settings, env))
     return shape
 
 

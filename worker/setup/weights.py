@@ -3,6 +3,9 @@
 `ensure_weights(model, ...)` returns a local snapshot directory for vLLM to load by path:
 
 - a local directory is returned as it is;
+- the cache is the Hugging Face layout under `$CACHE/hub` (`worker.setup.cache_layout`);
+  a copy in the old layout (`$CACHE/models--…`) or in RunPod's Cached Models is found too,
+  and a read-only copy is loaded in place, never written to;
 - a completion marker (written after a full size check) makes a warm volume start with
   zero network calls: only `stat()` of the files it lists;
 - otherwise, under a file lock on the volume (several workers download once, the others
@@ -23,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -31,6 +33,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from worker.setup.cache_layout import CacheLayout, layout_for, repo_folder, writable
 from worker.setup.progress import Progress, fmt_bytes
 from worker.setup.snapshot import OURS, Snapshot, WeightFile, WeightsError, check
 
@@ -73,25 +76,38 @@ def cache_env(cache_dir: Path | None) -> dict[str, str]:
 
 def ensure_weights(model: str, *, revision: str | None, cache_dir: Path | None,
                    token: str | None, progress: Progress | None,
-                   endpoint: str | None = None) -> Path:
-    """A complete local snapshot of `model` at `revision` (see the module docstring)."""
+                   endpoint: str | None = None,
+                   others: tuple[Path, ...] | None = None) -> Path:
+    """A complete local snapshot of `model` at `revision` (see the module docstring).
+    `others`: further Hugging Face caches to search (default: RunPod's Cached Models)."""
     if Path(model).expanduser().is_dir():
         return Path(model).expanduser()
-    cache, repo_dir, marker = _places(model, revision, cache_dir)
-    done = _from_marker(marker, repo_dir)
+    layout = layout_for(cache_dir, others)
+    marker = layout.marker(model, revision)
+    done = _from_marker(marker, layout, model)
     if done is not None:
         log.info("weights of %s complete in %s (offline, no network)", model, done)
         return done
+    found = layout.found(model, revision)
+    for where, repo_dir, copy in found:
+        if not writable(repo_dir):  # RunPod's Cached Models: theirs, loaded in place
+            log.info("weights of %s found in %s (%s, read-only): loading them in place, "
+                     "sizes unchecked", model, copy, where)
+            return copy
+    target = found[0][1] if found else _download_dir(layout, model)
+    if not (writable(marker.parent) and writable(target)):
+        raise WeightsError(f"the weight cache {layout.hub} is not writable and holds no copy "
+                           f"of {model}: fix MODEL_CACHE_DIR")
+    if found and found[0][0] != "hub":
+        log.info("weights of %s found in the %s %s: using them there (new downloads go to %s)",
+                 model, found[0][0], target, layout.hub)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a read-only cache: only what is already there can serve
-        cached = _cached_without_marker(repo_dir, revision)
-        if cached is None:
-            raise WeightsError(f"the weight cache {cache} is not writable ({type(exc).__name__})"
-                               f" and holds no copy of {model}: fix MODEL_CACHE_DIR") from None
-        return cached
-    with _locked(marker.with_suffix(".lock"), model, repo_dir, progress):
-        done = _from_marker(marker, repo_dir)  # another worker finished while we waited
+    except OSError as exc:
+        raise WeightsError(f"cannot write to the weight cache {layout.root} "
+                           f"({type(exc).__name__}): fix MODEL_CACHE_DIR") from None
+    with _locked(marker.with_suffix(".lock"), model, target, progress):
+        done = _from_marker(marker, layout, model)  # another worker finished while we waited
         if done is not None:
             log.info("weights of %s downloaded by another worker", model)
             return done
@@ -100,61 +116,70 @@ def ensure_weights(model: str, *, revision: str | None, cache_dir: Path | None,
         try:
             snap = list_snapshot(model, revision, token, endpoint)
         except WeightsError as exc:
-            cached = _cached_without_marker(repo_dir, revision) if exc.unreachable else None
-            if cached is None:
+            if not found:
                 raise
-            log.warning("%s; using the cached snapshot %s, sizes unchecked", exc.message, cached)
-            return cached
-        download(snap, repo_dir, cache, token, endpoint, progress)
-        bad = check(repo_dir / "snapshots" / snap.commit, snap)
+            log.warning("%s; using the cached snapshot %s, sizes unchecked", exc.message,
+                        found[0][2])
+            return found[0][2]
+        download(snap, target, target.parent, token, endpoint, progress)
+        bad = check(target / "snapshots" / snap.commit, snap)
         if bad:
             raise WeightsError(f"download of {model} is incomplete after a retry: {bad[:3]}")
-        rev = revision or "main"
-        if rev != snap.commit:  # as huggingface_hub does: other tools find it offline too
-            (repo_dir / "refs" / rev).parent.mkdir(parents=True, exist_ok=True)
-            (repo_dir / "refs" / rev).write_text(snap.commit)
+        ref = target / "refs" / (revision or "main")
+        if ref.name != snap.commit and _read(ref) != snap.commit:
+            # as huggingface_hub does: other tools find the revision offline too
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(snap.commit)
         tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**asdict(snap), "completed": time.time()}, indent=1))
+        where = os.path.relpath(target, layout.root) if target.is_relative_to(layout.root) \
+            else str(target)
+        tmp.write_text(json.dumps({**asdict(snap), "dir": where, "completed": time.time()},
+                                  indent=1))
         os.replace(tmp, marker)
-        drop_orphans(repo_dir)
-    return repo_dir / "snapshots" / snap.commit
+        drop_orphans(target)
+    return target / "snapshots" / snap.commit
 
 
-def complete_snapshot(model: str, *, revision: str | None,
-                      cache_dir: Path | None) -> Path | None:
+def complete_snapshot(model: str, *, revision: str | None, cache_dir: Path | None,
+                      others: tuple[Path, ...] | None = None) -> Path | None:
     """The local snapshot when the cache already holds a complete, checked copy of `model`
-    (a local directory is its own snapshot), else None. Sizes only: no network."""
+    (or a read-only copy that is used as it is; a local directory is its own snapshot),
+    else None. No network."""
     if Path(model).expanduser().is_dir():
         return Path(model).expanduser()
-    _, repo_dir, marker = _places(model, revision, cache_dir)
-    return _from_marker(marker, repo_dir)
+    layout = layout_for(cache_dir, others)
+    done = _from_marker(layout.marker(model, revision), layout, model)
+    if done is not None:
+        return done
+    return next((snap for _, repo_dir, snap in layout.found(model, revision)
+                 if not writable(repo_dir)), None)
 
 
-def _places(model: str, revision: str | None, cache_dir: Path | None) -> tuple[Path, Path, Path]:
-    """The cache, the repo's folder in it and the completion marker of `revision`."""
-    from huggingface_hub import constants
-
-    cache = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
-    repo_dir = cache / ("models--" + model.replace("/", "--"))
-    marker = cache / OURS / "weights" / repo_dir.name / f"{_safe(revision or 'main')}.json"
-    return cache, repo_dir, marker
-
-
-def _cached_without_marker(repo_dir: Path, revision: str | None) -> Path | None:
-    """A snapshot put there by other tools (`hf download`), when the Hub cannot be asked."""
-    rev = revision or "main"
-    ref = repo_dir / "refs" / rev
-    commit = ref.read_text().strip() if ref.is_file() else rev
-    snapshot_dir = repo_dir / "snapshots" / commit
-    if (snapshot_dir / "config.json").is_file() and any(snapshot_dir.glob("*.safetensors")):
-        return snapshot_dir
-    return None
+def _download_dir(layout: CacheLayout, model: str) -> Path:
+    """The `hub/` layout, unless a download under the old layout is under way (resume it)."""
+    hub = layout.hub / repo_folder(model)
+    if layout.legacy is not None and not hub.exists():
+        old = layout.legacy / repo_folder(model)
+        if (old / "blobs").is_dir():
+            return old
+    return hub
 
 
-def _from_marker(marker: Path, repo_dir: Path) -> Path | None:
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _from_marker(marker: Path, layout: CacheLayout, model: str) -> Path | None:
+    """The snapshot our marker names when every file it lists is there with its size.
+    Markers written before the `hub/` layout have no `dir`: their repo is in the old place."""
     try:
         raw = json.loads(marker.read_text())
         snap = Snapshot(raw["repo"], raw["commit"], tuple(WeightFile(**f) for f in raw["files"]))
+        repo_dir = layout.root / raw["dir"] if "dir" in raw \
+            else (layout.legacy or layout.hub) / repo_folder(model)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     snapshot_dir = repo_dir / "snapshots" / snap.commit
@@ -199,32 +224,37 @@ def _bytes_on_disk(repo_dir: Path) -> int:
     return sum(p.stat().st_size for p in (repo_dir / "blobs").glob("*") if p.is_file())
 
 
-def _safe(revision: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", revision)
-
-
 def main(argv: list[str], env: Mapping[str, str]) -> int:
-    """`python -m worker weights [MODEL]`: fetch MODEL onto the cache with the worker's settings."""
-    from worker.setup.config import load_settings
+    """`python -m worker weights [MODEL]`: fetch MODEL onto the cache with the worker's settings:
+    a repo the catalog does not know has its config.json read and checked first, as at start."""
+    from worker.setup.config import SettingsError, load_settings
+    from worker.setup.models_catalog import DEFAULT_MODEL, known_model
 
     settings = load_settings(env)
     if settings is None:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = argv[0] if argv else settings.model
-    if not model:
-        print("error: give MODEL (argument or environment)", file=sys.stderr)
+    model = argv[0] if argv else settings.model or DEFAULT_MODEL
+    if model.lower() == "auto":
+        print("error: MODEL=auto depends on the GPU: name the model to fetch", file=sys.stderr)
         return 2
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    cache = default_cache_dir(settings, env)
     progress = Progress(settings.show_loading_progress)
     try:
+        if known_model(model) is None and not Path(model).expanduser().is_dir():
+            from worker.setup.checkpoint import read_config
+
+            read_config(model, revision=settings.model_revision, token=token, cache_dir=cache)
         with progress.phase("download"):
             path = ensure_weights(model, revision=settings.model_revision, token=token,
-                                  cache_dir=default_cache_dir(settings, env), progress=progress)
+                                  cache_dir=cache, progress=progress)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except WeightsError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 3
     print(path)
     return 0
-
