@@ -129,11 +129,12 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path, cwd: Path
 
 
 def start_worker(model: Path, tmp: Path, max_model_len: int, max_num_seqs: int,
-                 src: Path = REPO) -> Proc:
+                 src: Path = REPO, extra_env: Mapping[str, str] | None = None) -> Proc:
     """`python -m worker serve`, from `src` (a checkout; the current one by default)."""
     port = free_port()
     env = base_env(tmp, HOST="127.0.0.1", PORT=str(port),
                    **worker_settings_env(model, max_model_len, max_num_seqs))
+    env.update(extra_env or {})
     env["PYTHONPATH"] = str(src)
     p = _spawn("worker", [sys.executable, "-m", "worker", "serve"], env, tmp / "worker.log", src)
     p.url = f"http://127.0.0.1:{port}"
