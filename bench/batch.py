@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -211,10 +210,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--probe", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cache", default=os.environ.get("TINY_MODEL_CACHE")
-                    or str(Path(tempfile.gettempdir()) / "bench-tiny-models"))
-    ap.add_argument("--out", default=str(servers.REPO / "bench" / "results"))
-    ap.add_argument("--markdown", default=str(servers.REPO / "BENCHMARKS.md"))
+    servers.add_output_args(ap)
     return asyncio.run(main_async(ap.parse_args()))
 
 

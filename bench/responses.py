@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -115,10 +114,7 @@ def main() -> int:
     ap.add_argument("--per-slot", type=int, default=4, help="requests per concurrency slot")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cache", default=os.environ.get("TINY_MODEL_CACHE")
-                    or str(Path(tempfile.gettempdir()) / "bench-tiny-models"))
-    ap.add_argument("--out", default=str(servers.REPO / "bench" / "results"))
-    ap.add_argument("--markdown", default=str(servers.REPO / "BENCHMARKS.md"))
+    servers.add_output_args(ap)
     return asyncio.run(main_async(ap.parse_args()))
 
 

@@ -8,6 +8,7 @@ each server is one API process plus one EngineCore process with the uni-process 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -198,3 +200,11 @@ def stop(p: Proc, timeout: float = 30.0) -> None:
             pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.proc.pid, signal.SIGKILL)  # an EngineCore left behind in the group
+
+
+def add_output_args(ap: argparse.ArgumentParser) -> None:
+    """--cache (tiny checkpoints), --out (JSON results), --markdown (the page to update)."""
+    ap.add_argument("--cache", default=os.environ.get("TINY_MODEL_CACHE")
+                    or str(Path(tempfile.gettempdir()) / "bench-tiny-models"))
+    ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--markdown", default=str(REPO / "BENCHMARKS.md"))
