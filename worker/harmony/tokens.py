@@ -45,6 +45,12 @@ def text_stop_token_ids() -> tuple[int, ...]:
     return (RETURN, ENDOFTEXT, CALL)
 
 
+def encode_prompt(text: str) -> list[int]:
+    """A raw prompt to tokens: special tokens written as text (`<|start|>`) are special, as
+    vLLM's tokenizer reads a completion prompt. Only raw text completions use this."""
+    return list(encoding().encode(text, allowed_special="all"))
+
+
 def encode_text(text: str) -> list[int]:
     """Plain text to tokens; text that looks like a special token stays text."""
     return list(encoding().encode(text, disallowed_special=()))
