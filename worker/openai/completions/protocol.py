@@ -117,7 +117,15 @@ NOT_SERVED = {
 
 def parse_completion_request(body: Any) -> CompletionRequest:
     """A completions body as a typed request; every error names its field."""
-    return parse_body(CompletionRequest, body)
+    try:
+        return parse_body(CompletionRequest, body)
+    except InvalidRequest as exc:
+        if exc.param == "prompt" and "valid string" in exc.message:  # pydantic's union error
+            raise InvalidRequest(
+                "prompt must be a string, a list of token ids, a list of strings or a list "
+                f"of token-id lists (each id from 0 to {VOCAB_SIZE - 1})",
+                param="prompt") from None
+        raise
 
 
 def validate_request(req: CompletionRequest) -> None:
