@@ -187,7 +187,7 @@ def test_prompt_job_streamed_and_not(worker: Worker, queue: JobQueue) -> None:
 
 
 def test_openai_route_completions_streamed_and_not(worker: Worker, queue: JobQueue) -> None:
-    body = {"model": "tiny-random", "prompt": "Hello", "max_tokens": 8}
+    body = {"prompt": "Hello", "max_tokens": 8}
     [completion] = queue.result(queue.submit({"openai_route": "/v1/completions",
                                               "openai_input": body}))["output"]
     assert Completion.model_validate(completion).model == "tiny-random"
