@@ -62,6 +62,62 @@ EXTRA_FIELDS = ("seed", "top_k", "max_tokens", "stop", "n", "temperature", "logp
                 "top_logprobs", "response_format", "tool_choice", "tools", "stream",
                 "repetition_penalty")
 
+# Valid text-completions requests (/v1/completions, a RunPod prompt job's OpenAI form).
+COMPLETION_TEMPLATES: dict[str, dict[str, Any]] = {
+    "text": {
+        "model": "fake-gpt-oss", "prompt": "Once upon a time", "max_tokens": 16,
+        "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.1, "seed": 7,
+        "stop": ["\n\n", "END"], "n": 1, "best_of": 1, "presence_penalty": 0.1,
+        "frequency_penalty": 0.1, "repetition_penalty": 1.1, "logprobs": 2, "user": "u1",
+        "logit_bias": {"100": 1.0}, "skip_special_tokens": True, "stop_token_ids": [200002],
+        "min_tokens": 1,
+    },
+    "token prompts": {
+        "prompt": [[1, 2, 3], [4, 5]], "echo": True, "stream": True,
+        "stream_options": {"include_usage": True}, "ignore_eos": False, "max_tokens": 8,
+    },
+}
+COMPLETION_EXTRA_FIELDS = ("seed", "max_tokens", "stop", "n", "logprobs", "stream", "suffix",
+                           "best_of", "echo", "stop_token_ids", "logit_bias", "prompt_logprobs")
+
+# Valid Responses requests.
+RESPONSES_TEMPLATES: dict[str, dict[str, Any]] = {
+    "responses": {
+        "model": "fake-gpt-oss", "instructions": "Be brief.",
+        "input": [{"role": "user", "content": "Hi"},
+                  {"role": "user", "content": [{"type": "input_text", "text": "Still there?"}]}],
+        "max_output_tokens": 16, "temperature": 0.5, "top_p": 0.9, "user": "u1",
+        "metadata": {"k": "v"}, "reasoning": {"effort": "low"},
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}],
+        "tool_choice": "auto", "text": {"format": {"type": "text"}},
+    },
+}
+RESPONSES_EXTRA_FIELDS = ("stream", "max_output_tokens", "tool_choice", "text", "top_logprobs",
+                          "parallel_tool_calls")
+
+# A RunPod native prompt job: vLLM's sampling_params.
+PROMPT_JOB_TEMPLATES: dict[str, dict[str, Any]] = {
+    "prompt job": {
+        "prompt": "Once upon a time", "stream": False, "sampling_params": {
+            "max_tokens": 16, "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.1,
+            "seed": 7, "stop": ["END"], "n": 1, "presence_penalty": 0.1,
+            "frequency_penalty": 0.1, "repetition_penalty": 1.1, "logprobs": 1,
+            "ignore_eos": False, "skip_special_tokens": True, "min_tokens": 1},
+        "max_batch_size": 8, "min_batch_size": 1, "batch_size_growth_factor": 2,
+    },
+}
+PROMPT_JOB_EXTRA_FIELDS = ("sampling_params", "apply_chat_template")
+
+# The request families: their templates and the fields a client may add to them.
+FAMILIES: dict[str, tuple[dict[str, dict[str, Any]], tuple[str, ...]]] = {
+    "chat": (CHAT_TEMPLATES, EXTRA_FIELDS),
+    "completions": (COMPLETION_TEMPLATES, COMPLETION_EXTRA_FIELDS),
+    "responses": (RESPONSES_TEMPLATES, RESPONSES_EXTRA_FIELDS),
+    "prompt job": (PROMPT_JOB_TEMPLATES, PROMPT_JOB_EXTRA_FIELDS),
+}
+TEMPLATES = {name: t for templates, _ in FAMILIES.values() for name, t in templates.items()}
+
 
 class Dup:
     """A key written twice: first with the original value, then with `value`."""
@@ -141,14 +197,21 @@ def paths(value: Any, prefix: tuple[str | int, ...] = ()) -> Iterator[tuple[str 
             yield from paths(v, (*prefix, i))
 
 
-def field_paths(template: dict[str, Any]) -> list[tuple[str | int, ...]]:
-    extra = [(f,) for f in EXTRA_FIELDS if f not in template]
+def field_paths(template: dict[str, Any],
+                extra_fields: tuple[str, ...] = EXTRA_FIELDS) -> list[tuple[str | int, ...]]:
+    extra = [(f,) for f in extra_fields if f not in template]
     return [*paths(template), *extra]
 
 
-def all_cases(templates: dict[str, dict[str, Any]] = CHAT_TEMPLATES) -> list[Case]:
-    return [Case(name, p, kind) for name, t in templates.items() for p in field_paths(t)
-            for kind in KINDS]
+def all_cases(templates: dict[str, dict[str, Any]] = CHAT_TEMPLATES,
+              extra_fields: tuple[str, ...] = EXTRA_FIELDS) -> list[Case]:
+    return [Case(name, p, kind) for name, t in templates.items()
+            for p in field_paths(t, extra_fields) for kind in KINDS]
+
+
+def family_cases(family: str) -> list[Case]:
+    """Every case of one request family (see FAMILIES)."""
+    return all_cases(*FAMILIES[family])
 
 
 def mutate(template: dict[str, Any], path: tuple[str | int, ...], kind: str) -> Any:
@@ -197,7 +260,9 @@ def plain(value: Any) -> Any:
 # Cross-field rules: breaking the first field may be reported on the second, which names
 # the rule that broke (top_logprobs needs logprobs; a tool result needs its call's id...).
 COUPLED: dict[str, tuple[str, ...]] = {
-    "logprobs": ("top_logprobs",),
+    "logprobs": ("top_logprobs", "echo"),  # completions: echo with logprobs is refused
+    "n": ("best_of",),  # completions: best_of must equal n
+    "sampling_params.n": ("sampling_params.best_of",),
     "stream": ("stream_options",),
     "tools": ("tool_choice", "messages[3].tool_call_id"),
     "messages[2]": ("messages[3].tool_call_id",),

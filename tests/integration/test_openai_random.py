@@ -167,6 +167,36 @@ def test_n_choices(client: openai.OpenAI) -> None:
 # -- errors -----------------------------------------------------------------
 
 
+def test_completions_plain_streamed_echo_and_logprobs(client: openai.OpenAI) -> None:
+    """/v1/completions: the raw prompt, no chat template (the shapes in docs/API.md)."""
+    prompt = "<|start|>user<|message|>Hello!<|end|><|start|>assistant"
+    c = client.completions.create(model="tiny-random", prompt=prompt, max_tokens=8, seed=3)
+    assert c.object == "text_completion" and len(c.choices) == 1
+    assert c.usage is not None and 1 <= c.usage.completion_tokens <= 8
+    assert c.choices[0].finish_reason in ("stop", "length")
+    chunks = list(client.completions.create(model="tiny-random", prompt=prompt, max_tokens=8,
+                                            seed=3, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 8
+    assert any(ch.choices and ch.choices[0].finish_reason for ch in chunks)
+    e = client.completions.create(model="tiny-random", prompt="Hi there", max_tokens=4,
+                                  echo=True)
+    assert e.choices[0].text.startswith("Hi there")
+    lp = client.completions.create(model="tiny-random", prompt="Hi", max_tokens=4, logprobs=2)
+    logprobs = lp.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.top_logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs or []) == \
+        len(logprobs.text_offset or [])
+    assert all(1 <= len(top) <= 3 for top in logprobs.top_logprobs)
+
+
+def test_completions_suffix_is_400_naming_it(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="tiny-random", prompt="def f(", suffix="return 1",
+                                  max_tokens=4)
+    assert error_of(info.value)["param"] == "suffix"
+
+
 def error_of(exc: openai.APIStatusError) -> dict:
     body = exc.response.json()
     assert set(body) == {"error"}

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 
@@ -35,6 +36,13 @@ from .runpod_queue import (
 )
 
 CHAT = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 12}
+# RunPod's documented shapes (docs/RUNPOD.md copies these): vLLM's sampling_params.
+SAMPLED = {"messages": [{"role": "user", "content": "Hello!"}],
+           "sampling_params": {"max_tokens": 9, "temperature": 0.7, "top_p": 0.9, "seed": 1}}
+PROMPT = {"prompt": "<|start|>user<|message|>Hello!<|end|><|start|>assistant",
+          "sampling_params": {"max_tokens": 9, "temperature": 0}}
+STREAMED_PROMPT = {**PROMPT, "stream": True, "sampling_params": {"max_tokens": 30},
+                   "max_batch_size": 4, "min_batch_size": 1, "batch_size_growth_factor": 2}
 LONG = {"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 1900,
         "stream": True}
 
@@ -150,6 +158,55 @@ def test_several_jobs_are_fetched_together_and_run_concurrently(
     assert any(n > 1 and len(given) > 1 for n, given in queue.takes)  # a batch take
     first_done = min(queue.done[j][0] for j in ids)
     assert all(queue.streamed[j][0][0] < first_done for j in ids)  # all running at once
+
+
+def test_sampling_params_are_honoured(worker: Worker, queue: JobQueue) -> None:
+    [completion] = queue.result(queue.submit(SAMPLED))["output"]
+    ChatCompletion.model_validate(completion)
+    assert 1 <= completion["usage"]["completion_tokens"] <= 9  # max_tokens, not the context
+
+
+def test_prompt_job_streamed_and_not(worker: Worker, queue: JobQueue) -> None:
+    [completion] = queue.result(queue.submit(PROMPT))["output"]
+    c = Completion.model_validate(completion)
+    assert c.object == "text_completion" and c.usage is not None
+    assert 1 <= c.usage.completion_tokens <= 9
+    job = queue.submit(STREAMED_PROMPT)
+    groups = queue.result(job)["output"]
+    assert groups == queue.outputs(job) and all(isinstance(g, list) for g in groups)
+    chunks = [c for g in groups for c in g]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    # (openai's Completion model, which its client builds unvalidated for a stream, types
+    # finish_reason as never null: only the last chunk validates)
+    assert Completion.model_validate(chunks[-1]).choices[0].finish_reason in ("stop", "length")
+    # worker-vllm's batching knobs: groups of 1, 2, then 4 chunks (the last one what is left)
+    sizes = [len(g) for g in groups]
+    assert sizes[0] == 1 and all(n <= 4 for n in sizes)
+    assert sizes[:-1] == [1, 2, 4, 4, 4, 4, 4, 4, 4][:len(sizes) - 1]
+
+
+def test_openai_route_completions_streamed_and_not(worker: Worker, queue: JobQueue) -> None:
+    body = {"prompt": "Hello", "max_tokens": 8}
+    [completion] = queue.result(queue.submit({"openai_route": "/v1/completions",
+                                              "openai_input": body}))["output"]
+    assert Completion.model_validate(completion).model == "tiny-random"
+    texts = queue.result(queue.submit({"openai_route": "/v1/completions",
+                                       "openai_input": {**body, "stream": True}}))["output"]
+    events = sse_events(texts)
+    assert events[-1] == "[DONE]"
+    assert all(e["object"] == "text_completion" for e in events[:-1])
+    assert Completion.model_validate(events[-2]).choices[0].finish_reason in ("stop", "length")
+
+
+def test_unknown_route_and_unknown_sampling_key_fail_by_name(
+        worker: Worker, queue: JobQueue) -> None:
+    err = error_of(queue.result(queue.submit({"openai_route": "/v1/embeddings",
+                                              "openai_input": {"input": "x"}})))
+    assert err["param"] == "openai_route"
+    for route in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models"):
+        assert route in err["message"]
+    err = error_of(queue.result(queue.submit({**SAMPLED, "sampling_params": {"nucleus": 1}})))
+    assert err["param"] == "sampling_params.nucleus"
 
 
 def test_malformed_jobs_fail_with_a_json_error_naming_the_field(

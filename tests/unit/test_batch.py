@@ -83,7 +83,7 @@ async def test_twenty_lines_two_bad_in_order_all_good_lines_concurrent(svc: Chat
 @pytest.mark.parametrize(("bad", "param"), [
     ("not a line", None),
     (line("x", method="GET"), "method"),
-    (line("x", url="/v1/completions"), "url"),
+    (line("x", url="/v1/embeddings"), "url"),
     (line("x", body="hi"), "body"),
     (line("x", body={"messages": [{"role": "user", "content": "hi"}], "stream": True}),
      "stream"),

@@ -130,3 +130,24 @@ async def test_forged_ids_are_not_found(client: openai.AsyncOpenAI) -> None:
     for bad in ("file-" + "0" * 32, "file-x"):
         with pytest.raises(openai.NotFoundError):
             await client.files.content(bad)
+
+
+async def test_a_stored_batch_of_text_completions(client: openai.AsyncOpenAI) -> None:
+    lines = [{"custom_id": c, "method": "POST", "url": "/v1/completions",
+              "body": {"prompt": "Once", "max_tokens": 8, **extra}}
+             for c, extra in (("a", {}), ("b", {"suffix": "!"}))]
+    f = await client.files.create(file=("in.jsonl", io.BytesIO(jsonl(*lines))), purpose="batch")
+    batch = await client.batches.create(input_file_id=f.id, endpoint="/v1/completions",
+                                        completion_window="24h")
+    for _ in range(500):
+        batch = await client.batches.retrieve(batch.id)
+        if batch.status == "completed":
+            break
+        await asyncio.sleep(0.02)
+    assert batch.request_counts.model_dump() == {"total": 2, "completed": 1, "failed": 1}
+    [out] = [json.loads(x) for x in (await client.files.content(batch.output_file_id)).text
+             .splitlines()]
+    assert out["response"]["body"]["object"] == "text_completion"
+    [err] = [json.loads(x) for x in (await client.files.content(batch.error_file_id)).text
+             .splitlines()]
+    assert err["response"]["body"]["error"]["param"] == "suffix"

@@ -203,7 +203,10 @@ def test_pins_and_forwarded_settings_cannot_drift() -> None:
     primary = {names[0] for names in Settings.env_names().values()}
     not_forwarded = {"HF_TOKEN", "API_KEY", "SSH_PASSWORD", "HOST", "PORT", "MODEL_CACHE_DIR",
                      "MAX_CONCURRENCY", "PUBLIC_KEY", "SSH_PUBLIC_KEY", "DRAIN_SECONDS",
-                     "ENABLE_SLEEP_MODE", "BATCH_DIR"}
+                     "ENABLE_SLEEP_MODE", "BATCH_DIR",
+                     # RunPod stream batching: no RunPod job on Modal
+                     "DEFAULT_BATCH_SIZE", "DEFAULT_MIN_BATCH_SIZE",
+                     "DEFAULT_BATCH_SIZE_GROWTH_FACTOR"}
     assert set(WORKER_VARS) <= primary
     assert primary - set(WORKER_VARS) <= not_forwarded, "new setting: forward it to Modal or not"
 

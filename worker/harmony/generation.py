@@ -35,6 +35,8 @@ from typing import Any, Literal
 from worker.engine.api import Engine, FinishReason, SamplingOptions, TokenLogprob
 from worker.harmony.conversation import FunctionTool
 from worker.harmony.parser import ContentDelta, HarmonyStreamParser, ToolCallStart
+from worker.harmony.raw import AnswerLogprobs as AnswerLogprobs
+from worker.harmony.raw import RawDecoder
 from worker.harmony.render import (
     analysis_prefix_tokens,
     final_prefix_tokens,
@@ -48,9 +50,10 @@ from worker.harmony.tokens import (
     RETURN,
     decode_text,
     stop_token_ids,
+    text_stop_token_ids,
 )
 
-Mode = Literal["free", "forced_call", "forced_answer", "guided"]
+Mode = Literal["free", "forced_call", "forced_answer", "guided", "raw"]
 # What a choice reports as its end (OpenAI's values; an engine abort counts as "length").
 ChoiceFinish = Literal["stop", "length", "tool_calls"]
 
@@ -78,6 +81,9 @@ class ChoicePlan:
         are then constrained whatever `strict` says).
     answer: constrain the final answer to JSON (response_format json_object/json_schema).
     reasoning_budget: analysis tokens before a forced phase opens its message.
+    raw: a text completion: no Harmony grammar, the output is the tokens' text
+        (worker.harmony.raw), ended by the checkpoint's end-of-sequence tokens and any
+        `options.stop_token_ids`; `skip_special_tokens` leaves special tokens out of it.
     """
 
     prompt: tuple[int, ...]
@@ -86,9 +92,13 @@ class ChoicePlan:
     must_call: tuple[str, ...] = ()
     answer: JsonAnswer | None = None
     reasoning_budget: int = 4096
+    raw: bool = False
+    skip_special_tokens: bool = True
 
     @property
     def mode(self) -> Mode:
+        if self.raw:
+            return "raw"
         if self.must_call:
             return "forced_call"
         if self.answer is not None and not self.tools:
@@ -101,13 +111,6 @@ class ChoicePlan:
         """The JSON schema of `name`'s arguments (any object when it declares none)."""
         tool = next((t for t in self.tools if t.name == name), None)
         return (tool.parameters if tool is not None else None) or ANY_OBJECT
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerLogprobs:
-    """Event: logprobs of the answer (final channel) tokens that produced the content before it."""
-
-    entries: tuple[TokenLogprob, ...]
 
 
 @dataclass
@@ -127,6 +130,10 @@ class _Run:
     def __init__(self, engine: Engine, request_id: str, plan: ChoicePlan, result: ChoiceResult):
         self.engine, self.request_id, self.plan, self.result = engine, request_id, plan, result
         self.parser = HarmonyStreamParser()
+        self.raw = RawDecoder(skip_special_tokens=plan.skip_special_tokens,
+                              stop_token_ids=(*text_stop_token_ids(),
+                                              *plan.options.stop_token_ids)) \
+            if plan.raw else None
         self.pending_logprobs: list[TokenLogprob] = []
         self.ctx = list(plan.prompt)
         self.budget = plan.options.max_tokens
@@ -164,7 +171,10 @@ class _Run:
                 self.last = toks[-1] if toks else self.last
                 if delta.finished:
                     self.result.finish_reason = _finish(delta.finish_reason)
-                if not (parse and toks):
+                if self.raw is not None:
+                    events = self.raw.feed(toks, delta.logprobs,
+                                           stopped=delta.finish_reason == "stop")
+                elif not (parse and toks):
                     events = []
                 elif delta.logprobs:
                     events = self._feed_with_logprobs(toks, delta.logprobs)
@@ -203,12 +213,12 @@ async def run_choice(
     """
     run = _Run(engine, request_id, plan, result)
     phases = {"free": _free, "guided": _guided, "forced_call": _forced_call,
-              "forced_answer": _forced_answer}[plan.mode]
+              "forced_answer": _forced_answer, "raw": _raw}[plan.mode]
     try:
         async with aclosing(phases(run)) as gen:
             async for events in gen:
                 yield events
-        yield run.parser.finish()
+        yield run.raw.finish() if run.raw is not None else run.parser.finish()
     finally:
         result.malformed = run.parser.malformed
         result.reasoning_tokens = run.parser.reasoning_tokens
@@ -219,6 +229,14 @@ async def run_choice(
 async def _free(run: _Run) -> AsyncGenerator[list[Any], None]:
     """One engine call up to <|return|> or <|call|>."""
     async with aclosing(run.generate(run.options(), "0")) as gen:
+        async for _, events in gen:
+            yield events
+
+
+async def _raw(run: _Run) -> AsyncGenerator[list[Any], None]:
+    """One engine call up to an end-of-sequence token (or a requested stop token)."""
+    stops = (*text_stop_token_ids(), *run.plan.options.stop_token_ids)
+    async with aclosing(run.generate(run.options(stop_token_ids=stops), "0")) as gen:
         async for _, events in gen:
             yield events
 

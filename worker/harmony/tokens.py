@@ -22,6 +22,7 @@ START = 200006  # <|start|>
 END = 200007  # <|end|>: end of one message (the turn goes on)
 MESSAGE = 200008  # <|message|>: header done, content follows
 CALL = 200012  # <|call|>: the assistant calls a tool
+ENDOFTEXT = 199999  # <|endoftext|>: the tokenizer's end of a plain text
 FIRST_SPECIAL = 199998  # every id from here on is a special (or reserved) token
 VOCAB_SIZE = 201088
 
@@ -37,6 +38,17 @@ def encoding() -> HarmonyEncoding:
 def stop_token_ids() -> tuple[int, ...]:
     """Tokens that end an assistant action: <|return|> and <|call|> (not <|end|>)."""
     return (RETURN, CALL)
+
+
+def text_stop_token_ids() -> tuple[int, ...]:
+    """Tokens that end a raw text completion (the checkpoint's end-of-sequence ids)."""
+    return (RETURN, ENDOFTEXT, CALL)
+
+
+def encode_prompt(text: str) -> list[int]:
+    """A raw prompt to tokens: special tokens written as text (`<|start|>`) are special, as
+    vLLM's tokenizer reads a completion prompt. Only raw text completions use this."""
+    return list(encoding().encode(text, allowed_special="all"))
 
 
 def encode_text(text: str) -> list[int]:

@@ -1,7 +1,8 @@
 """OpenAI batch lines in, OpenAI batch output lines out; shared by every adapter.
 
 Each input line (`{"custom_id", "method": "POST", "url": "/v1/chat/completions",
-"body": {...}}`) is validated on its own; every good line runs at once on the
+"body": {...}}`, or `"url": "/v1/completions"` with a completions body) is validated on
+its own; every good line runs at once on the
 engine (which batches them); the output holds one line per input line, in
 input order, in the shape of OpenAI's batch output file:
 
@@ -20,15 +21,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from worker.engine.api import EngineError
 from worker.openai.bounds import check_body, is_text
-from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
+from worker.openai.chat.protocol import parse_chat_request
+from worker.openai.completions.protocol import parse_completion_request
+from worker.openai.completions.service import completions_service
 from worker.openai.errors import InvalidRequest, PayloadTooLarge, Unavailable, openai_error
 
 BATCH_URL = "/v1/chat/completions"
+COMPLETIONS_URL = "/v1/completions"
+# The urls a line may name, and how each one's body is read and which service runs it
+# (given the chat service).
+LINE_URLS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    BATCH_URL: (parse_chat_request, lambda chat: chat),
+    COMPLETIONS_URL: (parse_completion_request, completions_service),
+}
 
 
 async def run_batch(service: Any, lines: list[Any], *, max_lines: int) -> list[dict[str, Any]]:
@@ -48,7 +59,8 @@ async def run_line(service: Any, line: Any, *, index: int = 0, ids: Counter[Any]
     stored batch runs it again later). `priority` > 0 runs it behind live requests."""
     custom_id = _custom_id(line)
     try:
-        req = _validate_line(line, index, ids or Counter([custom_id]))
+        url, req = _validate_line(line, index, ids or Counter([custom_id]))
+        service = LINE_URLS[url][1](service)
         prepared = await service.admit(req)
         if priority:
             prepared = at_priority(prepared, priority)
@@ -65,7 +77,8 @@ async def run_line(service: Any, line: Any, *, index: int = 0, ids: Counter[Any]
         "response": {
             "status_code": 200,
             "request_id": _request_id(),
-            "body": result.model_dump(mode="json", exclude_none=True),
+            "body": result if isinstance(result, dict)
+            else result.model_dump(mode="json", exclude_none=True),
         },
         "error": None,
     }
@@ -84,7 +97,7 @@ def _custom_id(line: Any) -> str | None:
     return custom_id if isinstance(custom_id, str) and is_text(custom_id) else None
 
 
-def _validate_line(line: Any, index: int, ids: Counter[Any]) -> ChatCompletionRequest:
+def _validate_line(line: Any, index: int, ids: Counter[Any]) -> tuple[str, Any]:
     if not isinstance(line, dict):
         raise InvalidRequest(f"batch line {index} is not a JSON object", param=None)
     check_body({k: v for k, v in line.items() if k != "body"})
@@ -97,15 +110,17 @@ def _validate_line(line: Any, index: int, ids: Counter[Any]) -> ChatCompletionRe
     if line.get("method", "POST") != "POST":
         raise InvalidRequest(f"method must be POST, not {line.get('method')!r:.80}", param="method")
     url = line.get("url", BATCH_URL)
-    if not isinstance(url, str) or url.rstrip("/") != BATCH_URL:
-        raise InvalidRequest(f"url must be {BATCH_URL}, not {url!r:.80}", param="url")
+    url = url.rstrip("/") if isinstance(url, str) else url
+    if url not in LINE_URLS:
+        raise InvalidRequest(f"url must be one of {list(LINE_URLS)}, not {url!r:.80}",
+                             param="url")
     body = line.get("body")
     if not isinstance(body, dict):
-        raise InvalidRequest("body must be the chat request object", param="body")
-    req = parse_chat_request(body)  # its errors name the field inside the body
+        raise InvalidRequest(f"body must be the request object of {url}", param="body")
+    req = LINE_URLS[url][0](body)  # its errors name the field inside the body
     if req.stream:
         raise InvalidRequest("stream must be false in a batch line", param="stream")
-    return req
+    return url, req
 
 
 def _failed(custom_id: str | None, exc: BaseException) -> dict[str, Any]:

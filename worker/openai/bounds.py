@@ -45,6 +45,8 @@ _BREAK = re.compile(r"[\s\d]")
 # stops at 128 levels; vLLM's structured outputs at 64).
 MAX_DEPTH = 64
 
+LOGIT_BIAS_LIMIT = 100.0
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -220,3 +222,14 @@ def _where(path: tuple[str | int, ...], root: str) -> str:
 
 def _show(key: str) -> str:
     return ascii(key[:64])
+
+
+def check_logit_bias(bias: dict[str, float] | None) -> None:
+    """Keys: token ids of the o200k_harmony vocabulary; values: -100 to 100."""
+    for key, value in (bias or {}).items():
+        if not (key.isascii() and key.isdigit() and int(key) < VOCAB_SIZE):
+            raise InvalidRequest(f"logit_bias key {key[:40]!r} is not a token id of this "
+                                 f"model's vocabulary (0 to {VOCAB_SIZE - 1})", param="logit_bias")
+        if not -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT:
+            raise InvalidRequest(f"logit_bias value for token {key} must be between -100 and 100",
+                                 param="logit_bias")

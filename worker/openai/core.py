@@ -9,8 +9,10 @@ and reports the same metrics.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
@@ -67,6 +69,49 @@ def token_budget(prompt_len: int, max_len: int, asked: int | None, limits: Limit
             f"maximum context length of {max_len} tokens (at most {room} here)", param=param)
     cap = limits.max_completion_tokens
     return asked if asked is not None else min(room, cap or room)
+
+
+def sampling_options(
+    budget: int, *, temperature: float | None = None, top_p: float | None = None,
+    top_k: int | None = None, min_p: float | None = None, seed: int | None = None,
+    presence_penalty: float | None = None, frequency_penalty: float | None = None,
+    repetition_penalty: float | None = None, logprobs: int | None = None,
+    logit_bias: Mapping[str, float] | None = None, min_tokens: int | None = None,
+    stop_token_ids: Sequence[int] = (),
+) -> SamplingOptions:
+    """The engine's options from the OpenAI sampling fields every API shares (None: the
+    OpenAI default); `logprobs` is the number of alternatives per token, None for none."""
+    return SamplingOptions(
+        max_tokens=budget,
+        temperature=1.0 if temperature is None else temperature,
+        # OpenAI accepts top_p=0 (greedy); vLLM needs it above zero.
+        top_p=1.0 if top_p is None else max(top_p, 1e-6),
+        top_k=top_k or 0,
+        min_p=min_p or 0.0,
+        seed=seed,
+        presence_penalty=presence_penalty or 0.0,
+        frequency_penalty=frequency_penalty or 0.0,
+        repetition_penalty=repetition_penalty or 1.0,
+        logprobs=logprobs,
+        logit_bias=tuple((int(k), float(v)) for k, v in (logit_bias or {}).items()),
+        min_tokens=min_tokens or 0,
+        stop_token_ids=tuple(stop_token_ids),
+    )
+
+
+def per_choice(plan: ChoicePlan, n: int) -> tuple[ChoicePlan, ...]:
+    """`n` copies of one choice's plan; with a seed, choice i samples with seed + i."""
+    seed = plan.options.seed
+    return tuple(replace(plan, options=replace(plan.options,
+                                               seed=None if seed is None else seed + i))
+                 for i in range(n))
+
+
+def plan_text(prompt: Sequence[int], options: SamplingOptions, *,
+              skip_special_tokens: bool = True) -> ChoicePlan:
+    """One choice of a raw text completion: the prompt as given, no Harmony grammar."""
+    return ChoicePlan(prompt=tuple(prompt), options=options, raw=True,
+                      skip_special_tokens=skip_special_tokens)
 
 
 def plan_choice(
@@ -158,3 +203,44 @@ async def choice_events(
                 yield tail
     finally:
         await gen.aclose()  # aborts the engine request if it is still running
+
+
+Events = AsyncGenerator[list, None]  # one choice's event lists
+
+
+async def merge(gens: list[Events]) -> AsyncGenerator[tuple[int, list | None], None]:
+    """Interleave several event streams; yields (index, events), and (index, None) at each end."""
+    if len(gens) == 1:
+        async with aclosing(gens[0]) as only:
+            async for events in only:
+                yield 0, events
+        yield 0, None
+        return
+    queue: asyncio.Queue[tuple[int, list | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, g: AsyncGenerator[list, None]) -> None:
+        try:
+            async for events in g:
+                await queue.put((i, events))
+            await queue.put((i, None))
+        except BaseException as exc:
+            await queue.put((i, exc))
+
+    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
+    live = len(gens)
+    try:
+        while live:
+            i, item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                live -= 1
+                yield i, None
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for g in gens:
+            await g.aclose()  # type: ignore[attr-defined]

@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from worker.engine.api import EngineError
 from worker.openai import wire
 from worker.openai.chat.protocol import ChatCompletionRequest, parse_chat_request
+from worker.openai.completions.protocol import parse_completion_request
+from worker.openai.completions.service import completions_service
 from worker.openai.errors import (
     Unavailable,
     WorkerError,
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHAT_PATH = "/v1/chat/completions"
 RESPONSES_PATH = "/v1/responses"
+COMPLETIONS_PATH = "/v1/completions"
 
 
 def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
@@ -114,6 +117,21 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
         result = await unless_disconnected(request, service.complete(prepared))
         return _json(result)
 
+    @app.post(COMPLETIONS_PATH, response_model=None)
+    async def completions(request: Request) -> Response:
+        authorize(request, state)
+        body = await read_json(request, state.max_body_bytes)
+        service = completions_service(state.ready_service())
+        req = parse_completion_request(body)
+        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
+        if req.stream:
+            return StreamingResponse(
+                _sse(service.stream(prepared)), media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result = await unless_disconnected(request, service.complete(prepared))
+        return Response(wire.encode(result), media_type="application/json")
+
     @app.post(RESPONSES_PATH, response_model=None)
     async def responses(request: Request) -> Response:
         authorize(request, state)
@@ -176,9 +194,9 @@ class InflightCounter:
 
 
 class ChatStatusCounter:
-    """Reports each chat or responses request's final status to `state.metrics`: the status
-    sent once the body is complete, 499 when the client went away first, 500 for an unhandled
-    error."""
+    """Reports each chat, responses or completions request's final status to `state.metrics`:
+    the status sent once the body is complete, 499 when the client went away first, 500 for an
+    unhandled error."""
 
     def __init__(self, app: Any, state: AppState):
         self.app = app
@@ -186,7 +204,8 @@ class ChatStatusCounter:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         metrics = self.state.metrics
-        counted = scope["type"] == "http" and scope["path"] in (CHAT_PATH, RESPONSES_PATH)
+        counted = scope["type"] == "http" and scope["path"] in (CHAT_PATH, RESPONSES_PATH,
+                                                                    COMPLETIONS_PATH)
         if metrics is None or not counted:
             await self.app(scope, receive, send)
             return

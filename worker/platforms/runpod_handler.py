@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TypeVar
 
 from worker.engine.loop import EngineLoop
 from worker.platforms.runpod_jobs import FLUSH_INTERVAL, run_job
+from worker.platforms.runpod_stream import BY_TIME, BatchKnobs
 from worker.setup.bootstrap import Timeline, configure_logging, start
 from worker.setup.config import load_settings
 
@@ -41,8 +42,10 @@ _SDK_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "error": "ER
 
 
 def make_handler(engine_loop: EngineLoop, service: Any, *, max_batch_lines: int = BATCH_MAX_LINES,
-                 flush_interval: float = FLUSH_INTERVAL) -> Callable[..., AsyncIterator[Any]]:
-    """The SDK's handler: an async generator, one per job."""
+                 flush_interval: float = FLUSH_INTERVAL,
+                 knobs: BatchKnobs = BY_TIME) -> Callable[..., AsyncIterator[Any]]:
+    """The SDK's handler: an async generator, one per job. `knobs`: the environment's
+    stream batching (DEFAULT_BATCH_SIZE...), under each job's own."""
 
     async def handler(job: dict[str, Any]) -> AsyncIterator[Any]:
         job_id = str(job.get("id"))
@@ -54,7 +57,7 @@ def make_handler(engine_loop: EngineLoop, service: Any, *, max_batch_lines: int 
 
         outputs = engine_loop.stream(
             lambda: run_job(service, job.get("input"), max_batch_lines=max_batch_lines,
-                            flush_interval=flush_interval),
+                            flush_interval=flush_interval, knobs=knobs),
             on_cancel=on_cancel,
         )
         async with contextlib.aclosing(outputs):  # closed early: cancel the engine side now
@@ -126,7 +129,10 @@ def main(argv: list[str], env: Mapping[str, str]) -> int:
     # before the engine is shut down.
     signal.signal(signal.SIGTERM, lambda signum, _frame: log.info("signal %d: stopping", signum))
     runpod.serverless.start({
-        "handler": make_handler(engine_loop, service, max_batch_lines=settings.max_batch_lines),
+        "handler": make_handler(engine_loop, service, max_batch_lines=settings.max_batch_lines,
+                                knobs=BatchKnobs(settings.default_batch_size,
+                                                 settings.default_min_batch_size,
+                                                 settings.default_batch_size_growth_factor)),
         # A dead engine takes no new jobs while the watcher lets the running ones fail.
         "concurrency_modifier": lambda _current: 0 if service.engine.is_dead else concurrency,
         "return_aggregate_stream": True,

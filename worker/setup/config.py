@@ -149,6 +149,22 @@ class Settings(BaseModel):
         "MAX_CONCURRENCY", group="API & networking",
         doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS."))
 
+    # --- RunPod stream batching (worker-vllm's knobs; docs/RUNPOD.md) -----------
+    default_batch_size: int | None = Field(None, ge=1, le=512, json_schema_extra=_env(
+        "DEFAULT_BATCH_SIZE", group="RunPod streaming",
+        doc="Most events in one streamed RunPod output (a job's `max_batch_size` wins). "
+        "Unset with the two below: group by time (one output per 50 ms at most)."))
+    default_min_batch_size: int | None = Field(None, ge=1, le=512, json_schema_extra=_env(
+        "DEFAULT_MIN_BATCH_SIZE", "MIN_BATCH_SIZE", group="RunPod streaming",
+        doc="Events in the first streamed output, growing to DEFAULT_BATCH_SIZE "
+        "(a job's `min_batch_size` wins)."))
+    default_batch_size_growth_factor: float | None = Field(
+        None, ge=1, le=100, json_schema_extra=_env(
+            "DEFAULT_BATCH_SIZE_GROWTH_FACTOR", "BATCH_SIZE_GROWTH_FACTOR",
+            group="RunPod streaming",
+            doc="Each streamed output holds this many times the events of the one before "
+            "(a job's `batch_size_growth_factor` wins)."))
+
     # --- limits ----------------------------------------------------------------
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, json_schema_extra=_env(
         "MAX_REQUEST_BYTES", group="Limits",

@@ -1,4 +1,4 @@
-"""What a stored batch's line runs through: the live service, at the batch priority.
+"""What a stored batch's line runs through: the live service of its url, at the batch priority.
 
 `ENDPOINTS` are the urls a batch can run (each line's `url`, the batch's `endpoint`).
 """
@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.openai.batch import BATCH_URL, run_line
+from worker.openai.batch import LINE_URLS, run_line
 from worker.openai.batches.runner import LineRunner
 
-ENDPOINTS = (BATCH_URL,)
+ENDPOINTS = tuple(LINE_URLS)  # /v1/chat/completions, /v1/completions
 # The engine schedules lower numbers first; live requests are 0, so a waiting live request
 # is scheduled before any waiting batch line.
 BATCH_PRIORITY = 1

@@ -7,16 +7,14 @@ message (non-streaming), so both paths see the same events.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
 from worker.harmony.generation import AnswerLogprobs
 from worker.harmony.parser import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 from worker.harmony.tokens import token_bytes
+from worker.openai.core import merge as merge
 
 
 @dataclass
@@ -81,44 +79,3 @@ def _logprob_entries(ev: AnswerLogprobs) -> list[dict[str, Any]]:
 
 def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
-
-
-Events = AsyncGenerator[list, None]
-
-
-async def merge(gens: list[Events]) -> AsyncGenerator[tuple[int, list | None], None]:
-    """Interleave several event streams; yields (index, events), and (index, None) at each end."""
-    if len(gens) == 1:
-        async with aclosing(gens[0]) as only:
-            async for events in only:
-                yield 0, events
-        yield 0, None
-        return
-    queue: asyncio.Queue[tuple[int, list | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int, g: AsyncGenerator[list, None]) -> None:
-        try:
-            async for events in g:
-                await queue.put((i, events))
-            await queue.put((i, None))
-        except BaseException as exc:
-            await queue.put((i, exc))
-
-    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
-    live = len(gens)
-    try:
-        while live:
-            i, item = await queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            if item is None:
-                live -= 1
-                yield i, None
-            else:
-                yield i, item
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for g in gens:
-            await g.aclose()  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Fields a client may send that gpt-oss cannot honour, refused by name; logit_bias checks.
+"""Fields a client may send that gpt-oss cannot honour, refused by name.
 
 Called by `validate_request` on a parsed request. Works on attributes only (no
 import of the request models), so the protocol module can import it.
@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.harmony.tokens import VOCAB_SIZE
+from worker.openai.bounds import LOGIT_BIAS_LIMIT as LOGIT_BIAS_LIMIT
+from worker.openai.bounds import check_logit_bias as check_logit_bias
 from worker.openai.errors import InvalidRequest
-
-LOGIT_BIAS_LIMIT = 100.0
 
 
 def refuse_unsupported(req: Any) -> None:
@@ -42,14 +41,3 @@ def refuse_unsupported(req: Any) -> None:
                 raise InvalidRequest(
                     f"gpt-oss is text-only: {part.type!r} content parts are not supported; "
                     "send text parts", param=f"messages[{i}].content[{j}]")
-
-
-def check_logit_bias(bias: dict[str, float] | None) -> None:
-    """Keys: token ids of the o200k_harmony vocabulary; values: -100 to 100."""
-    for key, value in (bias or {}).items():
-        if not (key.isascii() and key.isdigit() and int(key) < VOCAB_SIZE):
-            raise InvalidRequest(f"logit_bias key {key[:40]!r} is not a token id of this "
-                                 f"model's vocabulary (0 to {VOCAB_SIZE - 1})", param="logit_bias")
-        if not -LOGIT_BIAS_LIMIT <= value <= LOGIT_BIAS_LIMIT:
-            raise InvalidRequest(f"logit_bias value for token {key} must be between -100 and 100",
-                                 param="logit_bias")

@@ -15,12 +15,12 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from worker.engine.api import Engine, SamplingOptions
+from worker.engine.api import Engine
 from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
 from worker.openai import core
 from worker.openai.bounds import check_stops
@@ -120,21 +120,12 @@ class ChatService:
         if req.min_tokens and req.min_tokens > budget:
             raise InvalidRequest(f"min_tokens={req.min_tokens} is above the {budget} tokens "
                                  "this request may generate", param="min_tokens")
-        base = SamplingOptions(
-            max_tokens=budget,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            # OpenAI accepts top_p=0 (greedy); vLLM needs it above zero.
-            top_p=1.0 if req.top_p is None else max(req.top_p, 1e-6),
-            top_k=req.top_k or 0,
-            min_p=req.min_p or 0.0,
-            seed=req.seed,
-            presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0,
-            repetition_penalty=req.repetition_penalty or 1.0,
+        base = core.sampling_options(
+            budget, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+            min_p=req.min_p, seed=req.seed, presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty, repetition_penalty=req.repetition_penalty,
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
-            logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
-            min_tokens=req.min_tokens or 0,
-        )
+            logit_bias=req.logit_bias, min_tokens=req.min_tokens)
         answer = None
         if req.response_format is not None and req.response_format.type != "text":
             answer = JsonAnswer(_schema_of(req.response_format))
@@ -145,10 +136,7 @@ class ChatService:
             prompt, base, effort=req.reasoning_effort or self.default_effort, asked=asked,
             tools=tools, must_call=req.must_call(), answer=answer,
             schema_params=schema_params, answer_param=answer_param)
-        plans = tuple(
-            replace(plan, options=replace(base, seed=None if req.seed is None else req.seed + i))
-            for i in range(n)
-        )
+        plans = core.per_choice(plan, n)
         return Prepared(
             request=req, id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()),
             model=model, prompt_tokens=len(prompt), plans=plans,

@@ -80,8 +80,15 @@ class ResponsesService:
         conv = to_conversation(req, tools, include_tools=include_tools,
                                default_effort=self.default_effort)
         prompt = render_prompt(conv, today=self.today())
-        budget = core.token_budget(len(prompt), self.engine.info.max_model_len, asked,
-                                   self.limits, param="max_output_tokens", input_param="input")
+        max_len = self.engine.info.max_model_len
+        # name the tools when they, not the input, make the prompt too long (as chat does)
+        alone = len(prompt) >= max_len and include_tools and len(render_prompt(
+            to_conversation(req, tools, include_tools=False,
+                            default_effort=self.default_effort),
+            today=self.today())) < max_len
+        budget = core.token_budget(len(prompt), max_len, asked, self.limits,
+                                   param="max_output_tokens",
+                                   input_param="tools" if alone else "input")
         options = SamplingOptions(
             max_tokens=budget,
             temperature=1.0 if req.temperature is None else req.temperature,

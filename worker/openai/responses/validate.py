@@ -27,11 +27,11 @@ def function_tools(req: ResponsesRequest) -> list[FunctionTool]:
     out: list[FunctionTool] = []
     for i, raw in enumerate(req.tools or []):
         kind = raw.get("type") if isinstance(raw, dict) else None
-        if kind in IGNORED_TOOL_TYPES:
+        if isinstance(kind, str) and kind in IGNORED_TOOL_TYPES:
             continue
         if kind != "function":
             raise InvalidRequest(
-                f"tool type {kind!r} is not supported: gpt-oss calls function tools here "
+                f"tool type {str(kind)[:80]!r} is not supported: gpt-oss calls function tools here "
                 f"(types {sorted(IGNORED_TOOL_TYPES)} are accepted and not offered)",
                 param=f"tools[{i}].type")
         try:
