@@ -11,15 +11,15 @@ from typing import cast
 
 from worker.harmony.conversation import EFFORTS, Conversation, Effort, FunctionTool, ToolCall, Turn
 from worker.harmony.render import render_prompt
-from worker.openai.chat.protocol import (
+from worker.openai.chat.messages import (
     AssistantMessage,
-    ChatCompletionRequest,
     DeveloperMessage,
     SystemMessage,
     ToolMessage,
     UserMessage,
     text_of,
 )
+from worker.openai.chat.protocol import ChatCompletionRequest
 from worker.openai.errors import InvalidRequest
 
 

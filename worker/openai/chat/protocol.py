@@ -16,152 +16,52 @@ nearest level: "none" and "minimal" mean "low", "xhigh" and "max" mean "high".
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     field_validator,
 )
 
 from worker.openai.bounds import Seed, TopK, parse_body
+from worker.openai.chat.messages import (
+    FUNCTION_NAME_PATTERN,
+    AssistantMessage,
+    ChatMessage,
+    RequestModel,
+    ToolMessage,
+)
 from worker.openai.chat.refusals import check_logit_bias, refuse_unsupported
 from worker.openai.errors import InvalidRequest
 
-FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 
-
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
-
-
-# ------------------------------------------------------------------ request parts
-
-
-class TextPart(_Req):
-    type: Literal["text"]
-    text: str
-
-
-class RefusalPart(_Req):
-    type: Literal["refusal"]
-    refusal: str
-
-
-class UnsupportedPart(_Req):
-    """A content part gpt-oss cannot read (it is text-only): refused by `validate_request`."""
-
-    type: Literal["image_url", "input_audio", "file", "input_image", "input_file", "image"]
-
-
-Content = str | list[Annotated[TextPart | UnsupportedPart, Field(discriminator="type")]]
-AssistantContent = str | list[Annotated[TextPart | RefusalPart, Field(discriminator="type")]]
-
-
-def text_of(content: Any) -> str:
-    """The text of a message's content; parts are joined by newlines."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(p.text if isinstance(p, TextPart) else p.refusal
-                     for p in content if isinstance(p, TextPart | RefusalPart))
-
-
-class SystemMessage(_Req):
-    role: Literal["system"]
-    content: Content
-    name: str | None = None
-
-
-class DeveloperMessage(_Req):
-    role: Literal["developer"]
-    content: Content
-    name: str | None = None
-
-
-class UserMessage(_Req):
-    role: Literal["user"]
-    content: Content
-    name: str | None = None
-
-
-class FunctionCall(_Req):
-    name: str
-    arguments: str
-
-    @field_validator("arguments", mode="before")
-    @classmethod
-    def _json_arguments(cls, v: Any) -> Any:
-        # Some clients send the arguments as an object instead of a JSON string.
-        return json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
-
-
-class ToolCall(_Req):
-    id: str
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class AssistantMessage(_Req):
-    role: Literal["assistant"]
-    content: AssistantContent | None = None
-    tool_calls: list[ToolCall] | None = None
-    function_call: dict[str, Any] | None = None  # legacy: refused, `tool_calls` replaced it
-    reasoning: str | None = None
-    reasoning_content: str | None = None
-    name: str | None = None
-
-
-class ToolMessage(_Req):
-    role: Literal["tool"]
-    content: Content
-    tool_call_id: str
-    name: str | None = None
-
-
-class FunctionMessage(_Req):
-    """Legacy `role: "function"` result: refused by `validate_request` (send a tool message)."""
-
-    role: Literal["function"]
-
-
-ChatMessage = Annotated[
-    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
-    | FunctionMessage,
-    Field(discriminator="role"),
-]
-
-
-class FunctionDefinition(_Req):
+class FunctionDefinition(RequestModel):
     name: Annotated[str, Field(pattern=FUNCTION_NAME_PATTERN)]
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class Tool(_Req):
+class Tool(RequestModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class ToolChoiceFunction(_Req):
+class ToolChoiceFunction(RequestModel):
     name: str
 
 
-class NamedToolChoice(_Req):
+class NamedToolChoice(RequestModel):
     type: Literal["function"] = "function"
     function: ToolChoiceFunction
 
 
-class AllowedTools(_Req):
+class AllowedTools(RequestModel):
     mode: Literal["auto", "required"]
     tools: list[NamedToolChoice]
 
 
-class AllowedToolsChoice(_Req):
+class AllowedToolsChoice(RequestModel):
     """`{"type": "allowed_tools", ...}`: only these tools are offered, `mode` as tool_choice."""
 
     type: Literal["allowed_tools"]
@@ -171,22 +71,22 @@ class AllowedToolsChoice(_Req):
 ToolChoice = NamedToolChoice | AllowedToolsChoice
 
 
-class JsonSchemaSpec(_Req):
+class JsonSchemaSpec(RequestModel):
     name: str
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
 
-class TextFormat(_Req):
+class TextFormat(RequestModel):
     type: Literal["text"]
 
 
-class JsonObjectFormat(_Req):
+class JsonObjectFormat(RequestModel):
     type: Literal["json_object"]
 
 
-class JsonSchemaFormat(_Req):
+class JsonSchemaFormat(RequestModel):
     type: Literal["json_schema"]
     json_schema: JsonSchemaSpec
 
@@ -196,7 +96,7 @@ ResponseFormat = Annotated[
 ]
 
 
-class StreamOptions(_Req):
+class StreamOptions(RequestModel):
     include_usage: bool | None = None
 
 
@@ -205,7 +105,7 @@ Effort = Literal["low", "medium", "high"]
 EFFORT_ALIASES = {"none": "low", "minimal": "low", "xhigh": "high", "max": "high"}
 
 
-class ChatCompletionRequest(_Req):
+class ChatCompletionRequest(RequestModel):
     model: str | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     tools: list[Tool] | None = None

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from worker.harmony.tokens import VOCAB_SIZE
 from worker.openai.bounds import Seed, TopK, check_logit_bias, parse_body
+from worker.openai.chat.messages import RequestModel
+from worker.openai.chat.protocol import StreamOptions
 from worker.openai.errors import InvalidRequest
 
 TokenId = Annotated[int, Field(ge=0, lt=VOCAB_SIZE)]
@@ -28,18 +30,10 @@ MAX_LOGPROBS = 20
 MAX_STOP_TOKEN_IDS = 64
 
 
-class _Req(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class StreamOptions(_Req):
-    include_usage: bool | None = None
-
-
 Prompt = str | list[TokenId] | list[str] | list[list[TokenId]]
 
 
-class CompletionRequest(_Req):
+class CompletionRequest(RequestModel):
     model: str | None = None
     prompt: Prompt
     echo: bool | None = False
