@@ -23,10 +23,16 @@ tokens are dropped, and text that cannot be a header is treated as content.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from worker.harmony.header import (
+    MAX_HEADER_TOKENS,
+    Header,
+    is_header_prefix,
+    parse_header,
+    salvage_header,
+)
 from worker.harmony.tokens import (
     CALL,
     CHANNEL,
@@ -70,71 +76,6 @@ Event = ReasoningDelta | ContentDelta | ToolCallStart | ToolCallArgsDelta
 _EXPECT_START, _HEADER, _CONTENT = 0, 1, 2
 _REASONING, _TEXT, _TOOL, _DROP = 0, 1, 2, 3
 _STOPS = frozenset((END, RETURN, CALL))
-_MAX_HEADER_TOKENS = 64
-_ROLES = frozenset(("assistant", "user", "system", "developer", "tool"))
-_TO = r"(?:to(?:=[^\s<]*)?\s*)?"
-# Every prefix of a well-formed header matches (tokens arrive one by one).
-_ROLE = r"(?:(?:assistant|user|system|developer|tool|[\w\-]+\.[\w\-.]*)\s*)?"
-_HEADER_PREFIX = re.compile(
-    rf"\s*{_ROLE}{_TO}(?:<\|channel\|>[\w\-]*\s*{_TO})?(?:(?:<\|constrain\|>\s*[^\s<]*|json)\s*)?"
-)
-_CHANNEL_MARK = "<|channel|>"
-_CONSTRAIN_MARK = "<|constrain|>"
-_VALUE = re.compile(r"[^\s<]*")
-_TAIL = re.compile(r"^[^\s<]*\s*(?:to=[^\s<]*\s*)?(?:<\|constrain\|>[^\s<]*\s*)?")
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    """A parsed message header: who wrote it, its channel, its recipient."""
-
-    role: str | None
-    channel: str | None
-    recipient: str | None
-    rest: str  # words that are no part of a header ("" when well formed)
-
-
-def _parse_header(text: str) -> Header:
-    """Harmony's header rules, without errors: unknown words end up in `rest`."""
-    channel = None
-    i = text.find(_CHANNEL_MARK)
-    if i >= 0:
-        after = text[i + len(_CHANNEL_MARK) :]
-        end = _VALUE.match(after).end()  # type: ignore[union-attr]
-        channel = after[:end] or None
-        text = f"{text[:i]} {after[end:]}"
-    parts = text.replace(_CONSTRAIN_MARK, " " + _CONSTRAIN_MARK).split()
-    role = None
-    if parts and parts[0] in _ROLES:
-        role = parts.pop(0)
-    elif len(parts) > 1 and "." in parts[0] and parts[1].startswith("to="):
-        role = "tool"  # a tool author such as `functions.f to=assistant`
-        parts.pop(0)
-    recipient = None
-    rest: list[str] = []
-    for p in parts:
-        if p.startswith("to=") and recipient is None:
-            recipient = p[3:]
-        elif p.startswith(_CONSTRAIN_MARK) or p == "json":
-            continue  # the content type; we do not need it
-        elif recipient is None and p.startswith("functions."):
-            recipient = p
-        else:
-            rest.append(p)
-    return Header(role, channel, recipient, " ".join(rest))
-
-
-def _salvage(text: str) -> tuple[Header, str]:
-    """A header that never reached <|message|>: its metadata and the text it swallowed."""
-    h = _parse_header(text)
-    i = text.find(_CHANNEL_MARK)
-    if i >= 0:
-        return h, _TAIL.sub("", text[i + len(_CHANNEL_MARK) :], count=1)
-    if h.role is None and h.recipient is None:
-        return h, text
-    return h, h.rest
-
-
 class HarmonyStreamParser:
     """Feed completion tokens (those after the prompt's `<|start|>assistant`)."""
 
@@ -205,7 +146,7 @@ class HarmonyStreamParser:
         elif tok in _STOPS:
             if header:
                 self._bad("message header ended by a stop token")
-                h, body = _salvage(decode_text(header))
+                h, body = salvage_header(decode_text(header))
                 self._set_sink(h, out)
                 self._emit(body, out)
                 self._sink = _TEXT
@@ -246,9 +187,9 @@ class HarmonyStreamParser:
 
     def _plausible(self) -> bool:
         header = self._header
-        if len(header) > _MAX_HEADER_TOKENS:
+        if len(header) > MAX_HEADER_TOKENS:
             return False
-        return _HEADER_PREFIX.fullmatch(decode_text(header)) is not None
+        return is_header_prefix(decode_text(header))
 
     def _header_was_text(self, out: list[Event]) -> None:
         """The header cannot be one: it was content (after a channel, if any)."""
@@ -257,7 +198,7 @@ class HarmonyStreamParser:
         self._framing = 0
         self._state = _CONTENT
         if CHANNEL in header:
-            h, body = _salvage(decode_text(header))
+            h, body = salvage_header(decode_text(header))
             self._set_sink(h, out)
             self._emit(body, out)
         else:
@@ -266,7 +207,7 @@ class HarmonyStreamParser:
         self._header = []
 
     def _begin_content(self, text: str, out: list[Event]) -> None:
-        h = self.header = _parse_header(text)
+        h = self.header = parse_header(text)
         if h.rest:
             self._bad(f"unexpected text in message header: {text!r}")
         self._framing = len(self._header) + 1 + self._role_next
