@@ -14,7 +14,8 @@ from pydantic import BaseModel
 from tests.unit.fake_engine import FakeEngine
 from tests.unit.test_service import CALL, WEATHER, chunks_of, completion, msg, request
 from worker.engine.api import GenerationDelta, SamplingOptions
-from worker.harmony.generation import ChoicePlan, ChoiceResult, run_choice
+from worker.harmony.choice import ChoicePlan, ChoiceResult
+from worker.harmony.generation import run_choice
 from worker.harmony.tokens import CALL as CALL_TOKEN
 from worker.harmony.tokens import MESSAGE, RETURN, VOCAB_SIZE, encode_text
 from worker.openai.chat import service as service_module
@@ -130,8 +131,8 @@ async def test_a_tool_without_strict_stays_one_free_engine_call() -> None:
 
 
 async def test_guided_plan_modes() -> None:
+    from worker.harmony.choice import JsonAnswer
     from worker.harmony.conversation import FunctionTool
-    from worker.harmony.generation import JsonAnswer
 
     opts = SamplingOptions(max_tokens=10)
     free, strict = FunctionTool("f"), FunctionTool("g", strict=True)

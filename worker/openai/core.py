@@ -16,14 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
+from worker.harmony.choice import REASONING_BUDGET, ChoicePlan, ChoiceResult, JsonAnswer
 from worker.harmony.conversation import FunctionTool
-from worker.harmony.generation import (
-    REASONING_BUDGET,
-    ChoicePlan,
-    ChoiceResult,
-    JsonAnswer,
-    run_choice,
-)
+from worker.harmony.generation import run_choice
 from worker.openai.errors import ContextLengthExceeded, InvalidRequest, ModelNotFound
 from worker.openai.metrics import NULL_REQUEST, RequestObserver
 from worker.openai.stops import StopMatcher

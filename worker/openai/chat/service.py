@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from worker.engine.api import Engine
-from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
+from worker.harmony.choice import ChoicePlan, ChoiceResult, JsonAnswer
 from worker.openai import core
 from worker.openai.bounds import check_stops
 from worker.openai.chat.convert import offered_tools, render_chat

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.engine.api import Engine
-from worker.harmony.generation import ChoicePlan, ChoiceResult
+from worker.harmony.choice import ChoicePlan, ChoiceResult
 from worker.harmony.tokens import decode_text, encode_prompt
 from worker.openai import core
 from worker.openai.bounds import check_stops

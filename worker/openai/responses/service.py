@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.engine.api import Engine, SamplingOptions
-from worker.harmony.generation import ChoicePlan, ChoiceResult, JsonAnswer
+from worker.harmony.choice import ChoicePlan, ChoiceResult, JsonAnswer
 from worker.harmony.render import render_prompt
 from worker.openai import core
 from worker.openai.core import Limits
