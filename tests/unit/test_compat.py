@@ -4,6 +4,7 @@ template made for worker-vllm starts here, or stops naming the variable and what
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,40 @@ def test_an_unknown_key_names_its_variable() -> None:
     with pytest.raises(EngineArgsError, match=r"0\.32\.0 \(BLOCK_SIZE: 'block_size'\)"):
         check_known({"block_size": 1}, {"block_size": "BLOCK_SIZE"}, {"seed"}, "0.32.0")
     check_known({"seed": 1}, {}, {"seed"}, "0.32.0")
+
+
+def test_start_up_hands_the_engine_our_arguments_and_the_passed_through_ones() -> None:
+    from worker.setup.bootstrap import resolve
+
+    s = Settings.from_env({"MODEL": "openai/gpt-oss-20b", "SEED": "3", "BLOCK_SIZE": "32",
+                           "MAX_LOGPROBS": "8", "ENABLE_EXPERT_PARALLEL": "true",
+                           "SPECULATIVE_CONFIG": '{"method": "ngram", "prompt_lookup_max": 4}'})
+    config = resolve(s, {}, None).engine_config
+    args = config.vllm_args()
+    assert (args["seed"], args["max_logprobs"], args["enable_expert_parallel"]) == (3, 8, True)
+    assert args["speculative_config"] == {"method": "ngram", "prompt_lookup_max": 4}
+    assert args["block_size"] == 32 and config.extra_sources == {"block_size": "BLOCK_SIZE"}
+    assert "seed" not in resolve(Settings.from_env({"MODEL": "openai/gpt-oss-20b"}), {},
+                                 None).engine_config.engine_args  # unset: vLLM's default
+
+
+def test_a_hub_draft_model_is_fetched_like_the_weights_and_loaded_locally(
+        tmp_path: Path) -> None:
+    from worker.setup.engine_extras import local_draft
+
+    spec = {"method": "eagle3", "model": "org/draft", "revision": "r1"}
+    config = EngineConfig(model="m", served_model_names=("m",), device="cuda",
+                          engine_args={"model": "m", "speculative_config": spec})
+    fetched: list[tuple[str, str | None]] = []
+
+    def fetch(model: str, revision: str | None) -> Path:
+        fetched.append((model, revision))
+        return tmp_path / "draft"
+
+    out = local_draft(config, fetch)
+    assert fetched == [("org/draft", "r1")]
+    assert out.engine_args["speculative_config"] == {"method": "eagle3",
+                                                     "model": str(tmp_path / "draft")}
+    ngram = EngineConfig(model="m", served_model_names=("m",), device="cuda",
+                         engine_args={"speculative_config": {"method": "ngram"}})
+    assert local_draft(ngram, fetch) is ngram and len(fetched) == 1
