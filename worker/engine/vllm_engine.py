@@ -14,8 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from worker.engine.api import (
@@ -28,54 +27,36 @@ from worker.engine.api import (
     StartupMonitor,
     TokenLogprob,
 )
+from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift test, setup)
+    CUDAGRAPH_MAX_KEY,
+    ENGINE_ARG_NAMES,
+    LOAD_FORMATS,
+    EngineConfig,
+)
+from worker.engine.extra_args import check_known
 from worker.engine.grammar_check import GrammarChecker, GrammarSpec
 from worker.engine.reseed import reseed_worker
 
 log = logging.getLogger(__name__)
 
-# Every AsyncEngineArgs field this module may set; the drift test checks that each
-# still exists in the pinned vLLM releases.
-ENGINE_ARG_NAMES = frozenset({
-    "model", "tokenizer", "revision", "download_dir", "served_model_name", "dtype",
-    "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
-    "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
-    "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
-    "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
-    "enable_sleep_mode", "load_format", "compilation_config", "scheduling_policy",
-})
-# vLLM model loaders LOAD_FORMAT may name (registered in vLLM 0.26 and 0.32; checked by the
-# drift test). `dummy` builds the model from its config with random weights.
-LOAD_FORMATS = ("auto", "safetensors", "fastsafetensors", "runai_streamer", "dummy")
-# CompilationConfig key bounding the CUDA-graph batch sizes (both releases).
-CUDAGRAPH_MAX_KEY = "max_cudagraph_capture_size"
+def check_config(config: EngineConfig) -> None:
+    """Before anything loads: every passed-through argument exists in the installed vLLM
+    and none conflicts with ours (EngineArgsError names it)."""
+    if not config.extra_args:
+        return
+    import vllm
+
+    check_known(config.extra_args, config.extra_sources, engine_arg_fields(), vllm.__version__)
+    config.vllm_args()
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    """Everything needed to build the engine; made from Settings + plan by the caller."""
+def engine_arg_fields() -> frozenset[str]:
+    """The installed vLLM's engine-argument names (`AsyncEngineArgs` fields)."""
+    import dataclasses
 
-    model: str
-    served_model_names: tuple[str, ...]
-    device: str  # "cuda" | "cpu"
-    engine_args: Mapping[str, Any]  # AsyncEngineArgs field -> value
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # set before import
-    warmup: bool = True
-    load_format: str = "auto"  # one of LOAD_FORMATS
-    cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
+    from vllm.engine.arg_utils import AsyncEngineArgs
 
-    def vllm_args(self) -> dict[str, Any]:
-        """`engine_args` plus what the fields above mean in vLLM's names."""
-        unknown = set(self.engine_args) - ENGINE_ARG_NAMES
-        if unknown:
-            raise ValueError(f"engine arguments not known to this worker: {sorted(unknown)}")
-        if self.load_format not in LOAD_FORMATS:
-            raise ValueError(f"load format {self.load_format!r} is not one of {LOAD_FORMATS}")
-        args = dict(self.engine_args)
-        if self.load_format != "auto":
-            args["load_format"] = self.load_format
-        if self.cudagraph_capture_max is not None and not args.get("enforce_eager"):
-            args["compilation_config"] = {CUDAGRAPH_MAX_KEY: self.cudagraph_capture_max}
-        return args
+    return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs))
 
 
 class VllmEngine:

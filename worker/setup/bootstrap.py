@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from worker.setup import engine_extras
 from worker.setup.config import Settings, SettingsError
 from worker.setup.weights import default_cache_dir
 
@@ -184,6 +185,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         "generation_config": "auto",
         "disable_log_stats": True,
         "structured_outputs_config": dict(STRUCTURED_OUTPUTS),
+        **engine_extras.modelled_args(settings),
     }
     if plan.device == "cpu":
         args["dtype"] = "bfloat16"
@@ -202,6 +204,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         model=model, served_model_names=served, device=plan.device,
         engine_args={k: v for k, v in args.items() if v is not None}, env=env_extra,
         load_format=settings.load_format, cudagraph_capture_max=plan.cudagraph_capture_max,
+        **engine_extras.passthrough(settings),
     )
     return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)
 
@@ -222,15 +225,18 @@ async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
     with timeline.phase("plan"):
         resolved = resolve(settings, env, gpu)
         log.info("plan: %s", resolved.plan)
+        engine_extras.check(resolved.engine_config)  # ENGINE_ARGS against the pinned vLLM
     cache = default_cache_dir(settings, env)
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     with timeline.phase("download"), progress.phase("download"):
         weights = ensure_weights(resolved.model, revision=settings.model_revision,
                                  cache_dir=cache, token=token, progress=progress)
+        config = engine_extras.local_draft(resolved.engine_config, lambda model, rev: (
+            ensure_weights(model, revision=rev, cache_dir=cache, token=token, progress=progress)))
     from worker.engine.vllm_engine import VllmEngine
     from worker.openai.chat.service import ChatService
 
-    config = load_local(resolved.engine_config, weights, cache)
+    config = load_local(config, weights, cache)
     parts: dict[str, float] = {}
     with timeline.phase("engine"):
         engine = await VllmEngine.build(config, phases=parts,

@@ -9,10 +9,20 @@ what is allowed. Secrets are `SecretStr`: they never show in reprs or logs.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off"}
@@ -42,8 +52,9 @@ class Settings(BaseModel):
         "MODEL_REVISION", "REVISION", group="Model",
         doc="Hub revision (branch, tag or commit) to download."))
     served_model_name: str | None = Field(None, json_schema_extra=_env(
-        "SERVED_MODEL_NAME", "OPENAI_SERVED_MODEL_NAME_OVERRIDE", group="Model",
-        doc="Name clients pass as `model` (default: the MODEL value)."))
+        "SERVED_MODEL_NAME", group="Model",
+        doc="Name clients pass as `model` (default: the MODEL value). worker-vllm's "
+        "`OPENAI_SERVED_MODEL_NAME_OVERRIDE` wins over it (docs/RUNPOD.md)."))
     max_model_len: int | None = Field(None, ge=256, le=1_048_576, json_schema_extra=_env(
         "MAX_MODEL_LEN", group="Model",
         doc="Context length in tokens. Unset: the largest that fits the GPU, up to the "
@@ -211,6 +222,41 @@ class Settings(BaseModel):
         "SHOW_LOADING_PROGRESS", group="Loading & monitoring",
         doc="Print each start-up phase as it happens."))
 
+    # --- engine arguments (vLLM's, validated against the pinned release at start) ---------
+    speculative_config: dict[str, Any] | None = Field(None, json_schema_extra=_env(
+        "SPECULATIVE_CONFIG", group="Engine arguments",
+        doc="Speculative decoding, vLLM's JSON object, e.g. "
+        "`{\"method\": \"eagle3\", \"model\": \"ORG/gpt-oss-120b-eagle3\", "
+        "\"num_speculative_tokens\": 3}`; a draft model from the Hub is downloaded next to "
+        "the weights."))
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, json_schema_extra=_env(
+        "SEED", group="Engine arguments",
+        doc="The engine's random seed (a request's own `seed` still wins). Unset: vLLM's."))
+    max_logprobs: int | None = Field(None, ge=0, le=1024, json_schema_extra=_env(
+        "MAX_LOGPROBS", group="Engine arguments",
+        doc="Most `top_logprobs` a request may ask for. Unset: vLLM's (20, OpenAI's too)."))
+    enable_expert_parallel: bool = Field(False, json_schema_extra=_env(
+        "ENABLE_EXPERT_PARALLEL", group="Engine arguments",
+        doc="Split the MoE experts across the GPUs instead of slicing each (with "
+        "TENSOR_PARALLEL_SIZE > 1)."))
+    engine_args: dict[str, Any] | None = Field(None, json_schema_extra=_env(
+        "ENGINE_ARGS", group="Engine arguments",
+        doc="Any other vLLM engine argument, as a JSON object: `{\"block_size\": 32}`. A key "
+        "the pinned vLLM does not have, or one the worker sets from its own variables, "
+        "stops the worker naming it. worker-vllm's variables for engine arguments land here."))
+    _engine_arg_sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("engine_args")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v and "hf_token" in v:
+            raise ValueError("hf_token is a secret: set HF_TOKEN instead")
+        return v
+
+    def engine_arg_source(self, key: str) -> str:
+        """The variable an `engine_args` key came from (ENGINE_ARGS or a worker-vllm one)."""
+        return self._engine_arg_sources.get(key, "ENGINE_ARGS")
+
     @field_validator("load_format")
     @classmethod
     def _load_format(cls, v: str) -> str:
@@ -237,7 +283,31 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build settings from `env`; raise SettingsError naming the variable on bad input."""
+        """Build settings from `env`; raise SettingsError naming the variable on bad input.
+        worker-vllm's variables are translated first (worker.setup.compat), logged."""
+        from worker.setup.compat import CompatError, translate
+
+        known = frozenset(n for names in cls.env_names().values() for n in names)
+        try:
+            compat = translate(env, known)
+        except CompatError as exc:
+            raise SettingsError(f"invalid configuration: {exc}") from None
+        for note in compat.notes:
+            logging.getLogger("worker.setup.compat").info("worker-vllm variable %s", note)
+        settings = cls._from_env(compat.env)
+        if not compat.engine_args:
+            return settings
+        own = settings.engine_args or {}
+        both = sorted(set(own) & set(compat.engine_args))
+        if both:
+            raise SettingsError(f"invalid configuration: {compat.sources[both[0]]} and "
+                                f"ENGINE_ARGS both set {both[0]!r}: set it once")
+        merged = settings.model_copy(update={"engine_args": {**own, **compat.engine_args}})
+        merged._engine_arg_sources.update(compat.sources)
+        return merged
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str]) -> Settings:
         values: dict[str, Any] = {}
         source: dict[str, str] = {}
         for field, names in cls.env_names().items():
@@ -280,6 +350,14 @@ def _coerce(annotation: Any, raw: str, name: str) -> Any:
         if low in FALSE:
             return False
         raise SettingsError(f"{name}={raw!r} is not a boolean: use true/false (or 1/0)")
+    if annotation == dict[str, Any] | None:
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name} is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise SettingsError(f"{name} must be a JSON object ({{...}})")
+        return value
     return raw
 
 
