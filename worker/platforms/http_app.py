@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -106,46 +106,22 @@ def create_app(state: AppState, *, lifespan: Any = None) -> FastAPI:
     async def chat(request: Request) -> Response:
         authorize(request, state)
         body = await read_json(request, state.max_body_bytes)
-        service = state.ready_service()
-        req = parse_chat_request(body)
-        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
-        if req.stream:
-            return StreamingResponse(
-                _sse(service.stream(prepared)), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        result = await unless_disconnected(request, service.complete(prepared))
-        return _json(result)
+        return await _generate(request, state.ready_service(), parse_chat_request(body), _sse,
+                               _json)
 
     @app.post(COMPLETIONS_PATH, response_model=None)
     async def completions(request: Request) -> Response:
         authorize(request, state)
         body = await read_json(request, state.max_body_bytes)
-        service = completions_service(state.ready_service())
-        req = parse_completion_request(body)
-        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
-        if req.stream:
-            return StreamingResponse(
-                _sse(service.stream(prepared)), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        result = await unless_disconnected(request, service.complete(prepared))
-        return Response(wire.encode(result), media_type="application/json")
+        return await _generate(request, completions_service(state.ready_service()),
+                               parse_completion_request(body), _sse, _encoded)
 
     @app.post(RESPONSES_PATH, response_model=None)
     async def responses(request: Request) -> Response:
         authorize(request, state)
         body = await read_json(request, state.max_body_bytes)
-        service = responses_service(state.ready_service())
-        req = parse_request(body)
-        prepared = await service.admit(req)  # raises 4xx before any byte is streamed
-        if req.stream:
-            return StreamingResponse(
-                _named_sse(service.stream(prepared)), media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
-        result = await unless_disconnected(request, service.complete(prepared))
-        return Response(wire.encode(result), media_type="application/json")
+        return await _generate(request, responses_service(state.ready_service()),
+                               parse_request(body), _named_sse, _encoded)
 
     from worker.platforms.http_batch import add_batch_routes
     from worker.platforms.http_files import add_file_routes
@@ -237,8 +213,24 @@ def _error_response(exc: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+async def _generate(request: Request, service: Any, req: Any,
+                    sse: Callable[[AsyncIterator[Any]], AsyncIterator[bytes]],
+                    encode: Callable[[Any], Response]) -> Response:
+    """Every generating route: admit (4xx before any byte is streamed), then stream as
+    `sse` or answer once, encoded by `encode`; a client that leaves aborts the work."""
+    prepared = await service.admit(req)
+    if req.stream:
+        return StreamingResponse(sse(service.stream(prepared)), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return encode(await unless_disconnected(request, service.complete(prepared)))
+
+
 def _json(model: BaseModel) -> Response:
     return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+def _encoded(result: Any) -> Response:
+    return Response(wire.encode(result), media_type="application/json")
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
