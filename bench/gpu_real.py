@@ -269,6 +269,7 @@ def main() -> int:
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--restart", action="store_true", help="start each server a second time")
     ap.add_argument("--no-bench", action="store_true", help="starts only")
+    ap.add_argument("--cache-tag", help="use the compile caches of this earlier tag's run")
     ap.add_argument("--model-kind", choices=("shape", "random"), default="shape")
     ap.add_argument("--vllm-entry", choices=("cli", "api_server"), default="cli")
     ap.add_argument("--vllm-arg", action="append", default=[], help="extra `vllm serve` flag")
@@ -287,7 +288,7 @@ def main() -> int:
         for kind in args.servers.split(","):
             key = f"{shape}/{kind}"
             run: dict[str, Any] = results["runs"].setdefault(key, {})
-            caches = args.work / "caches" / f"{args.tag}-{shape}-{kind}"
+            caches = args.work / "caches" / f"{args.cache_tag or args.tag}-{shape}-{kind}"
             try:
                 srv = make_server(kind, model, args, caches, logs / f"{shape}-{kind}-1.log")
                 try:
