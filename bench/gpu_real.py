@@ -16,7 +16,7 @@ per token and per start. For each server in turn, one at a time on the GPU:
 2. load it with `python -m worker bench` at each concurrency level: streaming chat, and
    `min_tokens` = `max_tokens` so every request generates exactly that many tokens on both
    servers (random weights would otherwise stop at random); the client spreads a level over
-   several processes (`--procs`, auto: one per 16 streams) so it is never the limit, and each
+   several processes (`--procs`, auto: one per 8 streams) so it is never the limit, and each
    level records the CPU share of every server process (the API process, the engine core)
    and of the client;
 3. stop it; with `--restart`, start it again on the caches the first start filled, time that
@@ -264,7 +264,7 @@ def main() -> int:
     ap.add_argument("--servers", default="worker,vllm")
     ap.add_argument("--levels", default="1,8,64",
                     help="concurrency levels; CxP: level C from P client processes (default: "
-                         "`python -m worker bench`'s auto, one per 16 streams)")
+                         "`python -m worker bench`'s auto, one per 8 streams)")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--restart", action="store_true", help="start each server a second time")

@@ -186,5 +186,5 @@ def test_process_shares() -> None:
     from worker.bench.procs import auto_procs, shares
 
     assert shares(10, 3) == [4, 3, 3] and shares(2, 4) == [1, 1, 0, 0]
-    assert auto_procs(8, cpus=16) == 1 and auto_procs(64, cpus=16) == 4
+    assert auto_procs(8, cpus=16) == 1 and auto_procs(32, cpus=16) == 4
     assert auto_procs(256, cpus=16) == 8 and auto_procs(64, cpus=2) == 1

@@ -52,7 +52,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     help="what the endpoint's GPU costs per hour, in dollars")
     ap.add_argument("--procs", type=int, default=0,
                     help="client processes sharing each level's load (default 0 = auto: one "
-                         "per 16 concurrent streams, at most half the CPUs); one process "
+                         "per 8 concurrent streams, at most half the CPUs); one process "
                          "parsing every chunk can be slower than a fast server")
     ap.add_argument("--json", action="store_true", help="print one JSON object per level")
     ap.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
