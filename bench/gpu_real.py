@@ -1,7 +1,7 @@
 """The worker vs `vllm serve` at gpt-oss's real sizes, dummy weights, on one GPU.
 
     python bench/gpu_real.py --out DIR --tag NAME [--shapes 20b,120b] [--servers worker,vllm]
-        [--levels 1,8,64] [--max-tokens 256] [--restart] [--work /tmp/gpu-real]
+        [--levels 1,8,64,64x1] [--max-tokens 256] [--restart] [--work /tmp/gpu-real]
         [--model-kind shape|random] [--max-num-seqs 64] [--worker-env KEY=VALUE ...]
 
 For each shape, `python -m worker.tiny --kind shape-<shape>` writes the public config.json and
@@ -15,7 +15,10 @@ per token and per start. For each server in turn, one at a time on the GPU:
    and keep its start-up timeline (the worker's `/ready`; vLLM's log lines);
 2. load it with `python -m worker bench` at each concurrency level: streaming chat, and
    `min_tokens` = `max_tokens` so every request generates exactly that many tokens on both
-   servers (random weights would otherwise stop at random);
+   servers (random weights would otherwise stop at random); the client spreads a level over
+   several processes (`--procs`, auto: one per 8 streams) so it is never the limit, and each
+   level records the CPU share of every server process (the API process, the engine core)
+   and of the client;
 3. stop it; with `--restart`, start it again on the caches the first start filled, time that
    too, and stop it.
 
@@ -172,25 +175,59 @@ def start_info(server: Server) -> dict[str, Any]:
     return info
 
 
-def bench(server: Server, levels: list[int], max_tokens: int, out: Path) -> list[dict[str, Any]]:
+def session_cpu(sid: int) -> dict[str, float]:
+    """CPU seconds of every process in session `sid` (the server, its engine core), by
+    "pid name" ("server": the process started, the one serving HTTP)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            text = stat.read_text()
+            f = text.rsplit(")", 1)[1].split()
+            if int(f[3]) == sid:
+                pid = int(stat.parent.name)
+                name = "server" if pid == sid else text[text.index("(") + 1:text.rindex(")")]
+                out[f"{pid} {name}"] = (int(f[11]) + int(f[12])) / tick
+    return out
+
+
+def parse_level(text: str) -> tuple[int, int]:
+    """`64` (auto client processes) or `64x1` (concurrency 64 from one client process)."""
+    c, _, p = text.partition("x")
+    return int(c), int(p or 0)
+
+
+def bench(server: Server, levels: list[str], max_tokens: int, out: Path) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{server.port}/v1"
     base = [PY, "-m", "worker", "bench", "--url", url, "--model", "bench", "--json"]
-    # warm-up: the first requests of a fresh server pay lazy initialisation
-    subprocess.run([*base, "--concurrency", "4", "--requests", "8", "--max-tokens", "16"],
-                   cwd=REPO, capture_output=True, text=True, timeout=600)
+    # warm-up: the first requests of a fresh server pay lazy initialisation, and the first
+    # large batches JIT-compile Triton kernels for their shapes: warm at the largest level
+    # (up to 64 streams) so no level pays a compile (the server's log names any that remain)
+    warm = min(64, max(parse_level(s)[0] for s in levels))
+    subprocess.run([*base, "--concurrency", str(warm), "--requests", str(2 * warm),
+                    "--max-tokens", "32"], cwd=REPO, capture_output=True, text=True, timeout=600)
     rows = []
-    for level in levels:
+    sid = server.proc.pid if server.proc else -1
+    for spec in levels:
+        level, procs = parse_level(spec)
+        cpu0 = session_cpu(sid)
         res = subprocess.run([*base, "--concurrency", str(level), "--max-tokens", str(max_tokens),
-                              "--min-tokens", str(max_tokens)], cwd=REPO, capture_output=True,
-                             text=True, timeout=900)
+                              "--min-tokens", str(max_tokens), "--procs", str(procs)], cwd=REPO,
+                             capture_output=True, text=True, timeout=900)
+        cpu1 = session_cpu(sid)
         with out.open("a") as f:
             f.write(res.stdout + res.stderr)
         for line in res.stdout.splitlines():
             if line.startswith("{"):
                 row = json.loads(line)
+                # each server process's CPU share during the level (the load's wall time)
+                row["server_cpu_share"] = {k: round((v - cpu0.get(k, 0.0)) / row["wall_s"], 2)
+                                           for k, v in cpu1.items()}
                 rows.append(row)
-                log(f"{server.name} c={level}: {row['tokens_per_s']:.1f} tok/s, "
-                    f"TTFT p50 {row['ttft_p50_s'] * 1e3:.0f} ms, errors {row['errors']}")
+                log(f"{server.name} c={level} x{row.get('procs')}: {row['tokens_per_s']:.1f} "
+                    f"tok/s, TTFT p50 {row['ttft_p50_s'] * 1e3:.0f} ms, errors {row['errors']}, "
+                    f"client busy {row['client_cpu_s'] / row['wall_s'] / row['procs']:.0%}, "
+                    f"server CPU {row['server_cpu_share']}")
         if res.returncode != 0:
             log(f"bench c={level} exited {res.returncode}: {res.stderr[-500:]}")
     return rows
@@ -201,9 +238,9 @@ def ms(x: float | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| shape | server | start s | restart s | c | tok/s | TTFT p50 ms | TTFT p95 ms "
-             "| first chunk p50 ms | ITL p50 ms | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | server | start s | restart s | c | client procs | tok/s | TTFT p50 ms "
+             "| TTFT p95 ms | first chunk p50 ms | ITL p50 ms | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, run in results["runs"].items():
         shape, server = key.split("/")
         first = run.get("first", {}).get("ready_s", "")
@@ -211,7 +248,8 @@ def table(results: dict[str, Any]) -> str:
         for row in run.get("bench", []) or [{}]:
             lines.append(
                 f"| {shape} | {server} | {first} | {again} | {row.get('concurrency', '')} | "
-                f"{row.get('tokens_per_s', 0):.1f} | {ms(row.get('ttft_p50_s'))} | "
+                f"{row.get('procs', '')} | {row.get('tokens_per_s', 0):.1f} | "
+                f"{ms(row.get('ttft_p50_s'))} | "
                 f"{ms(row.get('ttft_p95_s'))} | {ms(row.get('first_chunk_p50_s'))} | "
                 f"{ms(row.get('itl_p50_s'))} | {row.get('errors', '')} |")
     return "\n".join(lines)
@@ -224,11 +262,14 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/gpu-real"))
     ap.add_argument("--shapes", default="20b")
     ap.add_argument("--servers", default="worker,vllm")
-    ap.add_argument("--levels", default="1,8,64")
+    ap.add_argument("--levels", default="1,8,64",
+                    help="concurrency levels; CxP: level C from P client processes (default: "
+                         "`python -m worker bench`'s auto, one per 8 streams)")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--restart", action="store_true", help="start each server a second time")
     ap.add_argument("--no-bench", action="store_true", help="starts only")
+    ap.add_argument("--cache-tag", help="use the compile caches of this earlier tag's run")
     ap.add_argument("--model-kind", choices=("shape", "random"), default="shape")
     ap.add_argument("--vllm-entry", choices=("cli", "api_server"), default="cli")
     ap.add_argument("--vllm-arg", action="append", default=[], help="extra `vllm serve` flag")
@@ -237,7 +278,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.work / "logs" / args.tag
     logs.mkdir(parents=True, exist_ok=True)
-    levels = [int(x) for x in args.levels.split(",") if x]
+    levels = [x for x in args.levels.split(",") if x]
     results: dict[str, Any] = {"tag": args.tag, "args": {k: str(v) for k, v in vars(args).items()},
                                "runs": {}}
     result_file = args.out / f"{args.tag}-results.json"
@@ -247,7 +288,7 @@ def main() -> int:
         for kind in args.servers.split(","):
             key = f"{shape}/{kind}"
             run: dict[str, Any] = results["runs"].setdefault(key, {})
-            caches = args.work / "caches" / f"{args.tag}-{shape}-{kind}"
+            caches = args.work / "caches" / f"{args.cache_tag or args.tag}-{shape}-{kind}"
             try:
                 srv = make_server(kind, model, args, caches, logs / f"{shape}-{kind}-1.log")
                 try:

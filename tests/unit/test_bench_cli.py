@@ -167,3 +167,24 @@ def test_summary_arithmetic() -> None:
     assert s.cost_per_million(3.6) == pytest.approx(3.6 / 3600 / 4.0 * 1e6)
     assert percentile([1.0, 2.0, 3.0, 4.0], 95) == pytest.approx(3.85)
     assert percentile([], 50) != percentile([], 50)  # NaN
+
+
+def test_several_client_processes(stub: Stub, capsys: pytest.CaptureFixture[str]) -> None:
+    """--procs splits a level over processes: the same requests (indices, seeds) and numbers."""
+    stub.usage = False
+    levels = run_json(stub, capsys, "--seed", "40", "--procs", "2")
+    for lv in levels:
+        assert lv["ok"] == 6 and lv["errors"] == 0
+        assert lv["output_tokens"] == 6 * TOKENS
+        assert FIRST_DELAY <= lv["ttft_p50_s"] < FIRST_DELAY + 2.0
+        assert lv["client_cpu_s"] > 0
+    assert [lv["procs"] for lv in levels] == [1, 2]  # never more processes than streams
+    assert sorted(b["seed"] for b in stub.bodies[6:]) == [40, 41, 42, 43, 44, 45]
+
+
+def test_process_shares() -> None:
+    from worker.bench.procs import auto_procs, shares
+
+    assert shares(10, 3) == [4, 3, 3] and shares(2, 4) == [1, 1, 0, 0]
+    assert auto_procs(8, cpus=16) == 1 and auto_procs(32, cpus=16) == 4
+    assert auto_procs(256, cpus=16) == 8 and auto_procs(64, cpus=2) == 1

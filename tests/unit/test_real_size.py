@@ -74,7 +74,10 @@ def test_dummy_needs_a_local_config_and_warns_loudly(
     assert "NOISE" in caplog.text
     args = resolved.engine_config.vllm_args()
     assert args["load_format"] == "dummy"
-    assert args["compilation_config"] == {CUDAGRAPH_MAX_KEY: 64}
+    assert "compilation_config" not in args  # vLLM's own CUDA-graph sizes
+    env["MAX_CUDAGRAPH_CAPTURE_SIZE"] = "64"
+    bounded = resolve(Settings.from_env(env), env, lookup_gpu("H200", 1))
+    assert bounded.engine_config.vllm_args()["compilation_config"] == {CUDAGRAPH_MAX_KEY: 64}
     assert resolved.plan.max_model_len == 131072  # the 20b's weights were counted
 
 
@@ -97,17 +100,16 @@ def test_graph_sizes_follow_vllms_grid(n: int, step: int) -> None:
     assert graph_size_step(n) == step
 
 
-def test_cudagraph_bound_is_max_num_seqs_unless_set() -> None:
+def test_cudagraph_bound_is_vllms_default_unless_set() -> None:
     h200 = lookup_gpu("H200", 1)
 
     def bound(**kw: Any) -> int | None:
         return plan_engine(h200, GPT_OSS_20B, PlanRequest(model="m", **kw)).cudagraph_capture_max
 
-    assert bound() == 64
-    assert bound(max_num_seqs=100) == 104
-    assert bound(max_cudagraph_capture_size=512) == 512
-    assert bound(max_cudagraph_capture_size=0) is None  # vLLM's own default
-    assert bound(max_num_seqs=300, max_num_batched_tokens=300) == 300  # never above a step
+    assert bound() is None  # vLLM's own default: mixed prefill + decode steps stay in graphs
+    assert bound(max_cudagraph_capture_size=0) is None
+    assert bound(max_cudagraph_capture_size=64) == 64
+    assert bound(max_cudagraph_capture_size=512, max_num_batched_tokens=300) == 300
     cpu = plan_engine(None, GPT_OSS_20B, PlanRequest(model="m"))
     assert cpu.cudagraph_capture_max is None
 

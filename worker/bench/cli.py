@@ -16,9 +16,11 @@ import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TextIO
 
 from worker.bench.loadgen import LoadSpec, RequestRecord, Summary, make_client, run_load, summarize
+from worker.bench.procs import auto_procs, run_load_procs
 
 KEY_VARIABLES = ("BENCH_API_KEY", "OPENAI_API_KEY", "API_KEY", "RUNPOD_API_KEY")
 
@@ -48,9 +50,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                     help="chat: /v1/chat/completions; responses: /v1/responses (takes no seed)")
     ap.add_argument("--price-per-hour", type=float,
                     help="what the endpoint's GPU costs per hour, in dollars")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="client processes sharing each level's load (default 0 = auto: one "
+                         "per 8 concurrent streams, at most half the CPUs); one process "
+                         "parsing every chunk can be slower than a fast server")
     ap.add_argument("--json", action="store_true", help="print one JSON object per level")
     ap.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
     args = ap.parse_args(list(argv))
+    if args.procs < 0:
+        ap.error("--procs must be 0 (auto) or more")
     if args.api == "responses" and args.seed is not None:
         ap.error("--seed: /v1/responses takes no seed; leave it out (or use --api chat)")
     return args
@@ -111,6 +119,12 @@ def _ms(seconds: float) -> str:
     return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.1f} ms"
 
 
+def client_busy(s: Summary) -> float:
+    """The share of its time each client process spent on the CPU (near 1: the client may be
+    what limits the numbers)."""
+    return s.client_cpu_s / (s.wall_s * s.procs) if s.wall_s > 0 else math.nan
+
+
 def cost_text(s: Summary, price: float | None) -> str:
     if price is None:
         return ""
@@ -120,13 +134,14 @@ def cost_text(s: Summary, price: float | None) -> str:
 
 def table(summaries: list[Summary], price: float | None) -> str:
     head = ["concurrency", "requests", "errors", "output tokens", "tok/s", "TTFT p50",
-            "TTFT p95", "ITL p50"]
+            "TTFT p95", "ITL p50", "client procs x busy"]
     if price is not None:
         head.append(f"$/1M output tokens at ${price:g}/h")
     rows = [head]
     for s in summaries:
         row = [str(s.concurrency), str(s.requests), str(s.errors), str(s.output_tokens),
-               f"{s.tokens_per_s:.1f}", _ms(s.ttft_p50_s), _ms(s.ttft_p95_s), _ms(s.itl_p50_s)]
+               f"{s.tokens_per_s:.1f}", _ms(s.ttft_p50_s), _ms(s.ttft_p95_s), _ms(s.itl_p50_s),
+               f"{s.procs}x{client_busy(s):.0%}"]
         if price is not None:
             row.append(cost_text(s, price))
         rows.append(row)
@@ -164,14 +179,26 @@ async def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             spec = LoadSpec(model=model, concurrency=level, requests=n,
                             max_tokens=args.max_tokens, seed=args.seed,
                             min_tokens=args.min_tokens, api=args.api)
-            records, wall = await run_load(client, spec, Progress(sys.stderr, level, n))
-            s = summarize(records, wall, level)
+            procs = min(args.procs or auto_procs(level), level, n)
+            progress = Progress(sys.stderr, level, n)
+            if procs > 1:
+                records, wall, cpu = await run_load_procs(
+                    url, api_key(args.api_key, env), spec, procs, request_timeout=args.timeout,
+                    progress=progress)
+            else:
+                cpu0 = time.process_time()
+                records, wall = await run_load(client, spec, progress)
+                cpu = time.process_time() - cpu0
+            s = replace(summarize(records, wall, level), procs=procs, client_cpu_s=cpu)
             summaries.append(s)
             if args.json:
                 out = {"url": url, "model": model, **s.__dict__}
                 if args.price_per_hour is not None:
                     out["usd_per_million_output_tokens"] = s.cost_per_million(args.price_per_hour)
                 print(json.dumps(out), flush=True)
+            if client_busy(s) > 0.8:
+                print(f"c={level}: the client processes were on the CPU {client_busy(s):.0%} "
+                      "of the time; they may be the limit: raise --procs", file=sys.stderr)
             failed = [r.error for r in records if r.error]
             if failed:
                 print(f"c={level}: {len(failed)} failed, e.g. {failed[0]}", file=sys.stderr)

@@ -42,6 +42,7 @@ class LoadSpec:
     # request generates exactly max_tokens, so two servers do the same work whatever the model
     min_tokens: int | None = None
     api: str = "chat"  # "chat": /v1/chat/completions; "responses": /v1/responses (no seed)
+    offset: int = 0  # the first request's index (a client process's share starts there)
 
 
 @dataclass
@@ -73,6 +74,8 @@ class Summary:
     itl_p50_s: float
     latency_p50_s: float
     first_chunk_p50_s: float = math.nan
+    procs: int = 1  # client processes
+    client_cpu_s: float = math.nan  # CPU seconds the client processes spent
 
     def cost_per_million(self, price_per_hour: float) -> float:
         """Dollars per million output tokens at `price_per_hour` for the whole machine."""
@@ -215,11 +218,12 @@ async def run_load(
 ) -> tuple[list[RequestRecord], float]:
     """Run `spec.requests` requests, `spec.concurrency` at a time; (records, wall seconds)."""
     records: list[RequestRecord] = []
-    next_index = 0
+    next_index = spec.offset
+    end = spec.offset + spec.requests
 
     async def worker() -> None:
         nonlocal next_index
-        while next_index < spec.requests:
+        while next_index < end:
             index = next_index
             next_index += 1
             rec = await one_request(client, spec, index)

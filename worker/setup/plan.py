@@ -69,7 +69,7 @@ class PlanRequest:
     attention_backend_override: str | None = None
     quantization: str = "auto"
     cpu_kv_cache_gib: int | None = None  # None: sized for the context, 1-4 GiB
-    max_cudagraph_capture_size: int | None = None  # None: bounded by max_num_seqs; 0: vLLM's
+    max_cudagraph_capture_size: int | None = None  # None or 0: vLLM's default
 
 
 @dataclass(frozen=True)
@@ -204,13 +204,16 @@ def graph_size_step(n: int) -> int:
 
 
 def cudagraph_bound(req: PlanRequest, batched: int) -> int | None:
-    """The largest batch worth a CUDA graph: a decode step runs at most MAX_NUM_SEQS
-    sequences, so graphs above that are never replayed for decode; capturing them costs start
-    time (vLLM's gpt-oss default goes to 1024: over a minute at the 120b size on an H200)."""
-    if req.max_cudagraph_capture_size == 0:
+    """The largest batch captured as a CUDA graph: vLLM's own default (None) unless set.
+
+    A bound at MAX_NUM_SEQS covers every pure decode step and halves a cold start's capture
+    (13 vs 53 s at 20b on an H200), but a step that mixes decodes with a new prompt's prefill
+    is larger than MAX_NUM_SEQS tokens and then runs without a graph: at 64 streams with
+    requests arriving one by one, 20b gave 3,877 tok/s bounded and 10,116 with vLLM's default
+    (docs/GPU.md, section 6). So the bound is only taken when asked for."""
+    if not req.max_cudagraph_capture_size:
         return None
-    wanted = req.max_cudagraph_capture_size or graph_size_step(req.max_num_seqs)
-    return max(1, min(wanted, batched))
+    return max(1, min(req.max_cudagraph_capture_size, batched))
 
 
 def _choose_backend(arch: Architecture, req: PlanRequest, warnings: list[str]) -> str:
