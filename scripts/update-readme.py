@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python scripts/update-readme.py` from anywhere
 
 from worker.setup import compat  # noqa: E402
-from worker.setup.config import Settings, markdown_table  # noqa: E402
+from worker.setup.config import Settings  # noqa: E402
+from worker.setup.config_env import markdown_table as settings_table  # noqa: E402
 
 CONFIG_DOC = ROOT / "docs" / "CONFIG.md"
 RUNPOD_DOC = ROOT / "docs" / "RUNPOD.md"
@@ -28,7 +29,7 @@ def _known() -> frozenset[str]:
 
 
 TABLES = [
-    (CONFIG_DOC, "config-table", markdown_table),
+    (CONFIG_DOC, "config-table", lambda: settings_table(Settings)),
     (RUNPOD_DOC, "worker-vllm-table", lambda: compat.markdown_table(_known())),
 ]
 

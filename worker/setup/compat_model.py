@@ -6,10 +6,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from worker.setup.config_env import FALSE as FALSE
+from worker.setup.config_env import TRUE as TRUE
+
 Kind = Literal["supported", "mapped", "rejected"]
 ENGINE_ARGS = "ENGINE_ARGS"
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off"}
 
 
 class CompatError(ValueError):

@@ -9,7 +9,6 @@ what is allowed. Secrets are `SecretStr`: they never show in reprs or logs.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -24,16 +23,9 @@ from pydantic import (
     field_validator,
 )
 
-TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off"}
-
-
-def _env(*names: str, group: str, doc: str) -> dict[str, Any]:
-    return {"env": names, "group": group, "doc": doc}
-
-
-class SettingsError(ValueError):
-    """A configuration value is invalid; the message names the environment variable."""
+from worker.setup.config_env import SettingsError as SettingsError
+from worker.setup.config_env import coerce, explain
+from worker.setup.config_env import env_field as _env
 
 
 class Settings(BaseModel):
@@ -317,12 +309,12 @@ class Settings(BaseModel):
                 if raw is None or raw.strip() == "":
                     continue
                 source[field] = name
-                values[field] = _coerce(cls.model_fields[field].annotation, raw.strip(), name)
+                values[field] = coerce(cls.model_fields[field].annotation, raw.strip(), name)
                 break
         try:
             return cls(**values)
         except ValidationError as exc:
-            raise SettingsError(_explain(exc, source)) from None
+            raise SettingsError(explain(exc, source, cls.env_names())) from None
 
     def describe(self) -> dict[str, Any]:
         """A log-safe view: secrets shown only as set/unset."""
@@ -341,59 +333,3 @@ def load_settings(env: Mapping[str, str]) -> Settings | None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
-
-
-def _coerce(annotation: Any, raw: str, name: str) -> Any:
-    if annotation is bool:
-        low = raw.lower()
-        if low in TRUE:
-            return True
-        if low in FALSE:
-            return False
-        raise SettingsError(f"{name}={raw!r} is not a boolean: use true/false (or 1/0)")
-    if annotation == dict[str, Any] | None:
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{name} is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise SettingsError(f"{name} must be a JSON object ({{...}})")
-        return value
-    return raw
-
-
-def _explain(exc: ValidationError, source: Mapping[str, str]) -> str:
-    lines = []
-    for err in exc.errors(include_url=False):
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        var = source.get(field) or Settings.env_names().get(field, (field.upper(),))[0]
-        msg = err["msg"]
-        ctx = err.get("ctx") or {}
-        if "expected" in ctx:
-            msg = f"must be one of {ctx['expected']}"
-        secret = field in {"hf_token", "api_key", "ssh_password"}
-        shown = "" if secret else f"={err.get('input')!r}"
-        lines.append(f"{var}{shown}: {msg}")
-    return "invalid configuration: " + "; ".join(lines)
-
-
-def markdown_table() -> str:
-    """The README's configuration table, generated so it cannot drift from the model."""
-    rows: dict[str, list[str]] = {}
-    for f in Settings.model_fields.values():
-        extra = f.json_schema_extra
-        assert isinstance(extra, dict)
-        names = " / ".join(f"`{n}`" for n in extra["env"])  # type: ignore[union-attr]
-        if f.default is None:
-            default = "(unset)"
-        elif isinstance(f.default, bool):
-            default = f"`{str(f.default).lower()}`"
-        else:
-            default = f"`{f.default}`"
-        line = f"| {names} | {default} | {extra['doc']} |"
-        rows.setdefault(str(extra["group"]), []).append(line)
-    out = []
-    for group, lines in rows.items():
-        out += [f"#### {group}", "", "| Variable | Default | Meaning |", "|---|---|---|"]
-        out += [*lines, ""]
-    return "\n".join(out).rstrip() + "\n"
