@@ -208,8 +208,11 @@ except Loaded:
 
     def check(name, want):
         got = param(name)
-        same = got is not None and got.dtype == want.dtype and got.shape == want.shape
-        if not (same and torch.equal(got, want)):
+        # the same values; a CPU backend may keep a parameter wider (a float32 router)
+        same = got is not None and got.shape == want.shape and (
+            got.dtype == want.dtype or got.is_floating_point() and want.is_floating_point()
+            and got.element_size() >= want.element_size())
+        if not (same and torch.equal(got.to(want.dtype), want)):
             bad.append(name)
 
     for i in range(2):
@@ -234,7 +237,7 @@ print("REPORT " + json.dumps(report))
 '''
 
 
-def test_vllm_cpu_loads_every_tensor_and_lacks_only_the_kernel(
+def test_vllm_cpu_loads_every_tensor_and_finds_a_kernel_or_names_the_missing_one(
         mxfp4_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("vllm")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
@@ -248,7 +251,10 @@ def test_vllm_cpu_loads_every_tensor_and_lacks_only_the_kernel(
     if "patch_error" in report:
         pytest.skip(f"vLLM internals moved: {report['patch_error']}")
     assert "error" not in report, report["error"]
-    assert BACKEND_ERROR in report.get("backend_error", ""), report
-    assert "backend: CPU, reason: kernel does not support current device cpu" in (
-        report["backend_error"])
-    assert report["loaded"] and report["mismatched"] == []
+    if "CPUExpertsMxfp4" in report.get("backend", ""):
+        pass  # this CPU has vLLM's MXFP4 kernel (AMX): the selector found it
+    else:
+        assert BACKEND_ERROR in report.get("backend_error", ""), report
+        assert "backend: CPU, reason: kernel does not support current device cpu" in (
+            report["backend_error"])
+    assert report["loaded"] and report["mismatched"] == [], report
