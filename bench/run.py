@@ -30,6 +30,7 @@ from runpod_queue import JobQueue
 from worker.bench.loadgen import LoadSpec, RequestRecord, make_client, run_load, summarize
 
 MAX_MODEL_LEN, MAX_NUM_SEQS = 2048, 32
+KEPT_SECTIONS = ("<!-- batch-bench:start -->", "<!-- responses-bench:start -->")
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"repeats": 2, "requests": {1: 2, 8: 8, 32: 32}, "max_tokens": 32,
               "runpod_jobs": 0, "random": False, "parser_rounds": 3, "bursts": 3},
@@ -254,10 +255,11 @@ def write_outputs(results: dict[str, Any], out: Path, markdown: Path) -> None:
     plots.plots(results, out)
     text = report.markdown(results, " ".join(["python", *sys.argv]))
     old = markdown.read_text() if markdown.exists() else ""
-    start, end = "<!-- batch-bench:start -->", "<!-- batch-bench:end -->"
-    if start in old and end in old:  # bench/batch.py's section: kept until it runs again
-        kept = old.split(start, 1)[1].split(end, 1)[0]
-        text = text.rstrip("\n") + "\n\n" + start + kept + end + "\n"
+    # The sections bench/batch.py and bench/responses.py write (from the first of their
+    # markers to the end of the page) are kept until those scripts run again.
+    starts = [old.find(m) for m in KEPT_SECTIONS if m in old]
+    if starts:
+        text = text.rstrip("\n") + "\n\n" + old[min(starts):].rstrip("\n") + "\n"
     markdown.write_text(text)
 
 
