@@ -68,15 +68,16 @@ class UserMessage(RequestModel):
     name: str | None = None
 
 
+def arguments_as_text(cls: Any, v: Any) -> Any:
+    """Tool-call arguments as JSON text: some clients send an object instead of a string."""
+    return json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+
+
 class FunctionCall(RequestModel):
     name: str
     arguments: str
 
-    @field_validator("arguments", mode="before")
-    @classmethod
-    def _json_arguments(cls, v: Any) -> Any:
-        # Some clients send the arguments as an object instead of a JSON string.
-        return json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+    _json_arguments = field_validator("arguments", mode="before")(arguments_as_text)
 
 
 class ToolCall(RequestModel):

@@ -13,7 +13,6 @@ replay our own output items verbatim (ids, statuses, annotations).
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from worker.openai.chat.messages import arguments_as_text
 from worker.openai.errors import InvalidRequest
 
 FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -81,10 +81,7 @@ class FunctionCallItem(_Item):
     name: Annotated[str, Field(pattern=FUNCTION_NAME_PATTERN)]
     arguments: str
 
-    @field_validator("arguments", mode="before")
-    @classmethod
-    def _json_arguments(cls, v: Any) -> Any:
-        return json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else v
+    _json_arguments = field_validator("arguments", mode="before")(arguments_as_text)
 
 
 class FunctionCallOutput(_Item):
