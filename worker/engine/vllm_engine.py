@@ -20,12 +20,10 @@ from typing import Any
 from worker.engine.api import (
     EngineDeadError,
     EngineInfo,
-    FinishReason,
     GenerationDelta,
     RequestRejected,
     SamplingOptions,
     StartupMonitor,
-    TokenLogprob,
 )
 from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift test, setup)
     CUDAGRAPH_MAX_KEY,
@@ -35,6 +33,7 @@ from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift
 )
 from worker.engine.extra_args import check_known
 from worker.engine.grammar_check import GrammarChecker, GrammarSpec
+from worker.engine.outputs import finish_reason_of, logprobs_of
 from worker.engine.reseed import reseed_worker
 
 log = logging.getLogger(__name__)
@@ -195,10 +194,9 @@ class VllmEngine:
                     token_ids=tuple(comp.token_ids),
                     num_prompt_tokens=len(out.prompt_token_ids or ()),
                     finished=finished,
-                    finish_reason=_finish_reason(comp.finish_reason) if finished else None,
-                    logprobs=(
-                        _logprobs(comp, options.logprobs) if options.logprobs is not None else None
-                    ),
+                    finish_reason=finish_reason_of(comp.finish_reason) if finished else None,
+                    logprobs=(None if options.logprobs is None
+                              else logprobs_of(comp, options.logprobs)),
                 )
         except EngineDeadError:
             self._dead = True
@@ -295,27 +293,3 @@ def _grammar_checker(config: EngineConfig, vcfg: Any) -> GrammarChecker | None:
 
 def _noop(*args: Any, **kwargs: Any) -> None:
     return None
-
-
-def _finish_reason(reason: str | None) -> FinishReason:
-    if reason == "length":
-        return "length"
-    if reason == "abort":
-        return "abort"
-    return "stop"
-
-
-def _logprobs(comp: Any, k: int) -> tuple[TokenLogprob, ...]:
-    """The sampled token's logprob and the top `k` alternatives (vLLM adds the sampled one)."""
-    out: list[TokenLogprob] = []
-    entries = comp.logprobs or []
-    for token_id, entry in zip(comp.token_ids, entries, strict=False):
-        chosen = entry.get(token_id)
-        top = [(tid, lp.logprob) for tid, lp in entry.items() if (lp.rank or k + 1) <= k]
-        ranked = sorted(top, key=lambda kv: -kv[1])
-        out.append(TokenLogprob(
-            token_id=token_id,
-            logprob=float(chosen.logprob) if chosen is not None else float("-inf"),
-            top=tuple((int(t), float(v)) for t, v in ranked),
-        ))
-    return tuple(out)
