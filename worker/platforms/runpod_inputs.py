@@ -62,13 +62,18 @@ class Mapped:
     renames: dict[str, str] = field(default_factory=dict)  # request field -> job key
 
 
+def _openai_format_only(job_input: Mapping[str, Any], kind: str) -> None:
+    """worker-vllm's `use_openai_format: false` (its own output shape) is refused by name."""
+    if job_input.get("use_openai_format") is False:
+        raise InvalidRequest(f"this worker's output is always OpenAI's shape (a {kind} "
+                             "completion, or its chunks when streamed): leave "
+                             "use_openai_format out or set it true", param="use_openai_format")
+
+
 def chat_body(job_input: Mapping[str, Any]) -> Mapped:
     """A native chat job (`messages`) as a chat-completions body."""
     body, params = _split(job_input)
-    if job_input.get("use_openai_format") is False:
-        raise InvalidRequest("this worker's output is always OpenAI's shape (a chat "
-                             "completion, or its chunks when streamed): leave "
-                             "use_openai_format out or set it true", param="use_openai_format")
+    _openai_format_only(job_input, "chat")
     renames: dict[str, str] = {}
     for key, value in params.items():
         where = f"sampling_params.{key}"
@@ -112,10 +117,7 @@ def completion_body(job_input: Mapping[str, Any]) -> Mapped:
     if job_input.get("apply_chat_template"):
         raise InvalidRequest("a prompt is completed as raw text; for the chat template send "
                              "`messages` instead of `prompt`", param="apply_chat_template")
-    if job_input.get("use_openai_format") is False:
-        raise InvalidRequest("this worker's output is always OpenAI's shape (a text "
-                             "completion, or its chunks when streamed): leave "
-                             "use_openai_format out or set it true", param="use_openai_format")
+    _openai_format_only(job_input, "text")
     renames: dict[str, str] = {}
     for key, value in params.items():
         if key in SAME_NAME or key in TEXT_ONLY:
