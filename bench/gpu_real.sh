@@ -4,7 +4,9 @@
 # into /tmp/vocab:
 #   bash bench/gpu_real.sh setup        # versions, GPU, drift test, both shape folders, plans
 #   bash bench/gpu_real.sh run ARGS...  # python bench/gpu_real.py --out $OUT --work $WORK ARGS
-# TOKENIZER_DIR: a built tiny-o200k tokenizer folder to reuse (building one takes a minute).
+#   bash bench/gpu_real.sh load ARGS... # python bench/load_bench.py --out $OUT --work $WORK ARGS
+# TOKENIZER_DIR: a built tiny-o200k tokenizer folder to reuse (building one takes a minute);
+# SHAPES="shape-20b": set up one shape only; SKIP_DRIFT=1: no drift test.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/gpu-real-out}
@@ -19,12 +21,21 @@ setup)
   if [ -n "${TOKENIZER_DIR:-}" ] && [ ! -d "$WORK/models/tiny-o200k-tokenizer-v1" ]; then
     cp -r "$TOKENIZER_DIR" "$WORK/models/tiny-o200k-tokenizer-v1"
   fi
-  for k in shape-20b shape-120b; do
+  for k in ${SHAPES:-shape-20b shape-120b}; do
     (cd "$REPO" && python3 -m worker.tiny --kind $k --cache "$WORK/models")
   done 2>&1 | tee -a "$OUT/setup.txt"
-  (cd "$REPO" && python3 -m pytest tests/integration/test_vllm_drift.py -q --noconftest \
-     -p no:cacheprovider) 2>&1 | tee "$OUT/drift.txt"
-  for k in shape-20b shape-120b; do
+  if [ -z "${SKIP_DRIFT:-}" ]; then
+    (cd "$REPO" && python3 -m pytest tests/integration/test_vllm_drift.py -q --noconftest \
+       -p no:cacheprovider) 2>&1 | tee "$OUT/drift.txt"
+  fi
+  # what importing vLLM costs, module by module, twice (the second with the files cached):
+  # the engine's own imports (worker/engine/vllm_engine.py)
+  for i in 1 2; do
+    (cd "$REPO" && /usr/bin/time -f "import wall %e s" python3 -X importtime -c \
+      "import vllm; from vllm.engine.arg_utils import AsyncEngineArgs; from vllm.v1.engine.async_llm import AsyncLLM" \
+      2> "$OUT/importtime-$i.txt"); tail -1 "$OUT/importtime-$i.txt"
+  done
+  for k in ${SHAPES:-shape-20b shape-120b}; do
     (cd "$REPO" && MODEL=$WORK/models/tiny-gpt-oss-$k-v1 LOAD_FORMAT=dummy python3 -m worker plan)
   done 2>&1 | tee "$OUT/plan.txt"
   ;;
@@ -32,8 +43,12 @@ run)
   shift
   python3 "$REPO/bench/gpu_real.py" --out "$OUT" --work "$WORK" "$@"
   ;;
+load)
+  shift
+  python3 "$REPO/bench/load_bench.py" --out "$OUT" --work "$WORK" "$@"
+  ;;
 *)
-  echo "usage: bash bench/gpu_real.sh setup | run ARGS..." >&2
+  echo "usage: bash bench/gpu_real.sh setup | run ARGS... | load ARGS..." >&2
   exit 2
   ;;
 esac

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,18 @@ def test_summary_reports_the_first_chunk() -> None:
                           text_times=[0.5, 0.6], completion_tokens=2)]
     s = summarize(recs, 1.0, 1)
     assert s.first_chunk_p50_s == pytest.approx(0.1) and s.ttft_p50_s == pytest.approx(0.5)
+
+
+def test_summary_reports_means_and_the_first_chunks_tail() -> None:
+    # a fair queue (every request waits alike) and an unfair one (most wait little, a few
+    # long) can share a median; the mean and the p95 tell them apart
+    recs = [RequestRecord(start=0.0, end=2.0 + w, first_text=1.0 + w, first_chunk=w,
+                          text_times=[1.0 + w], completion_tokens=1)
+            for w in (0.0, 0.0, 0.0, 4.0)]
+    s = summarize(recs, 6.0, 4)
+    assert s.first_chunk_p50_s == pytest.approx(0.0)
+    assert s.first_chunk_mean_s == pytest.approx(1.0)
+    assert s.first_chunk_p95_s == pytest.approx(3.4)
+    assert s.ttft_mean_s == pytest.approx(2.0)
+    assert s.latency_mean_s == pytest.approx(3.0)
+    assert math.isnan(summarize([], 1.0, 1).ttft_mean_s)

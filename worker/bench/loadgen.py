@@ -74,6 +74,11 @@ class Summary:
     itl_p50_s: float
     latency_p50_s: float
     first_chunk_p50_s: float = math.nan
+    # means and the first chunk's tail: a closed loop's queueing shows in their shape
+    ttft_mean_s: float = math.nan
+    first_chunk_p95_s: float = math.nan
+    first_chunk_mean_s: float = math.nan
+    latency_mean_s: float = math.nan
     procs: int = 1  # client processes
     client_cpu_s: float = math.nan  # CPU seconds the client processes spent
 
@@ -95,10 +100,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
 def summarize(records: Sequence[RequestRecord], wall_s: float, concurrency: int) -> Summary:
     ok = [r for r in records if r.error is None]
     tokens = sum(r.completion_tokens for r in ok)
     ttfts = [r.first_text - r.start for r in ok if r.first_text is not None]
+    firsts = [r.first_chunk - r.start for r in ok if r.first_chunk is not None]
+    latencies = [r.end - r.start for r in ok]
     gaps = [b - a for r in ok for a, b in zip(r.text_times, r.text_times[1:], strict=False)]
     return Summary(
         concurrency=concurrency,
@@ -112,9 +123,12 @@ def summarize(records: Sequence[RequestRecord], wall_s: float, concurrency: int)
         ttft_p50_s=percentile(ttfts, 50),
         ttft_p95_s=percentile(ttfts, 95),
         itl_p50_s=percentile(gaps, 50),
-        latency_p50_s=percentile([r.end - r.start for r in ok], 50),
-        first_chunk_p50_s=percentile(
-            [r.first_chunk - r.start for r in ok if r.first_chunk is not None], 50),
+        latency_p50_s=percentile(latencies, 50),
+        first_chunk_p50_s=percentile(firsts, 50),
+        ttft_mean_s=mean(ttfts),
+        first_chunk_p95_s=percentile(firsts, 95),
+        first_chunk_mean_s=mean(firsts),
+        latency_mean_s=mean(latencies),
     )
 
 

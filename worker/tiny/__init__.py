@@ -7,7 +7,8 @@ transformers. `ensure_tiny_model("random-mxfp4", cache)` gives a random model in
 gpt-oss MXFP4 checkpoint format (hidden 1024, ~840 MB; see `worker.tiny.mxfp4`): vLLM runs it
 on a GPU only, transformers dequantises it on any device. `ensure_tiny_model("shape-20b", cache)`
 (or `shape-120b`) is not tiny: gpt-oss's real config with no weights, for `LOAD_FORMAT=dummy`
-(see `worker.tiny.shapes`). Importing this package is instant:
+(see `worker.tiny.shapes`); `weights-20b` adds random weights at the real size (~13 GiB), to
+time weight loading (see `worker.tiny.weights`). Importing this package is instant:
 torch, transformers and openai_harmony load inside the functions.
 """
 
@@ -25,8 +26,9 @@ from worker.tiny.tokenizer import build_tokenizer
 
 __all__ = ["KINDS", "TOKENIZER_DIRNAME", "build_tokenizer", "ensure_tiny_model", "model_dirname"]
 
-Kind = Literal["random", "scripted", "random-mxfp4", "shape-20b", "shape-120b"]
-KINDS: tuple[Kind, ...] = ("random", "scripted", "random-mxfp4", "shape-20b", "shape-120b")
+Kind = Literal["random", "scripted", "random-mxfp4", "shape-20b", "shape-120b", "weights-20b"]
+KINDS: tuple[Kind, ...] = ("random", "scripted", "random-mxfp4", "shape-20b", "shape-120b",
+                           "weights-20b")
 VERSION = "v1"
 TOKENIZER_DIRNAME = f"tiny-o200k-tokenizer-{VERSION}"
 
@@ -89,6 +91,10 @@ def ensure_tiny_model(kind: Kind, cache_dir: Path) -> Path:
             from worker.tiny.shapes import build_shape_model
 
             build_shape_model(tmp, kind)
+        elif kind == "weights-20b":
+            from worker.tiny.weights import build_weights_model
+
+            build_weights_model(tmp, kind)
         elif kind == "random-mxfp4":
             from worker.tiny.mxfp4 import build_random_mxfp4_model
 

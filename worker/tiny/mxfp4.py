@@ -137,40 +137,47 @@ def mxfp4_config_dict() -> dict[str, Any]:
     }
 
 
-def expert_shapes() -> dict[str, tuple[int, ...]]:
+def expert_shapes(config: dict[str, Any] | None = None) -> dict[str, tuple[int, ...]]:
     """The unquantised expert weights, per layer, as transformers' `GptOssExperts` holds them
-    (`[E, in, out]`; the checkpoint stores their transpose)."""
-    return {"gate_up_proj": (EXPERTS, HIDDEN, 2 * INTERMEDIATE),
-            "down_proj": (EXPERTS, INTERMEDIATE, HIDDEN)}
+    (`[E, in, out]`; the checkpoint stores their transpose). `config`: a gpt-oss config.json
+    (default: this module's tiny one)."""
+    c = config or mxfp4_config_dict()
+    e, h, i = c["num_local_experts"], c["hidden_size"], c["intermediate_size"]
+    return {"gate_up_proj": (e, h, 2 * i), "down_proj": (e, i, h)}
 
 
-def checkpoint_layout() -> dict[str, tuple[tuple[int, ...], str]]:
-    """Every tensor of model.safetensors: name -> (shape, dtype name)."""
-    q, kv = HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM
+def checkpoint_layout(config: dict[str, Any] | None = None
+                      ) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every tensor of a gpt-oss MXFP4 checkpoint with `config` (default: this module's tiny
+    one): name -> (shape, dtype name)."""
+    c = config or mxfp4_config_dict()
+    hidden, heads, experts = c["hidden_size"], c["num_attention_heads"], c["num_local_experts"]
+    q, kv = heads * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    vocab = c["vocab_size"]
     bf16, u8 = "bfloat16", "uint8"
     out: dict[str, tuple[tuple[int, ...], str]] = {
-        "model.embed_tokens.weight": ((VOCAB_SIZE, HIDDEN), bf16),
-        "model.norm.weight": ((HIDDEN,), bf16),
-        "lm_head.weight": ((VOCAB_SIZE, HIDDEN), bf16),
+        "model.embed_tokens.weight": ((vocab, hidden), bf16),
+        "model.norm.weight": ((hidden,), bf16),
+        "lm_head.weight": ((vocab, hidden), bf16),
     }
-    for i in range(LAYERS):
+    for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}."
         out.update({
-            p + "input_layernorm.weight": ((HIDDEN,), bf16),
-            p + "post_attention_layernorm.weight": ((HIDDEN,), bf16),
-            p + "self_attn.sinks": ((HEADS,), bf16),
-            p + "self_attn.q_proj.weight": ((q, HIDDEN), bf16),
+            p + "input_layernorm.weight": ((hidden,), bf16),
+            p + "post_attention_layernorm.weight": ((hidden,), bf16),
+            p + "self_attn.sinks": ((heads,), bf16),
+            p + "self_attn.q_proj.weight": ((q, hidden), bf16),
             p + "self_attn.q_proj.bias": ((q,), bf16),
-            p + "self_attn.k_proj.weight": ((kv, HIDDEN), bf16),
+            p + "self_attn.k_proj.weight": ((kv, hidden), bf16),
             p + "self_attn.k_proj.bias": ((kv,), bf16),
-            p + "self_attn.v_proj.weight": ((kv, HIDDEN), bf16),
+            p + "self_attn.v_proj.weight": ((kv, hidden), bf16),
             p + "self_attn.v_proj.bias": ((kv,), bf16),
-            p + "self_attn.o_proj.weight": ((HIDDEN, q), bf16),
-            p + "self_attn.o_proj.bias": ((HIDDEN,), bf16),
-            p + "mlp.router.weight": ((EXPERTS, HIDDEN), bf16),
-            p + "mlp.router.bias": ((EXPERTS,), bf16),
+            p + "self_attn.o_proj.weight": ((hidden, q), bf16),
+            p + "self_attn.o_proj.bias": ((hidden,), bf16),
+            p + "mlp.router.weight": ((experts, hidden), bf16),
+            p + "mlp.router.bias": ((experts,), bf16),
         })
-        for proj, (e, k, n) in expert_shapes().items():
+        for proj, (e, k, n) in expert_shapes(c).items():
             out[p + f"mlp.experts.{proj}_blocks"] = ((e, n, k // BLOCK, BLOCK // 2), u8)
             out[p + f"mlp.experts.{proj}_scales"] = ((e, n, k // BLOCK), u8)
             out[p + f"mlp.experts.{proj}_bias"] = ((e, n), bf16)
