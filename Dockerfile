@@ -43,11 +43,12 @@ ENV MODEL=${MODEL:+/models/baked} \
 # each part is there): one Harmony package (oss-harmony); the worker's dependencies and the
 # runpod extra under a constraint file of the engine stack the base installed (vLLM, torch,
 # CUDA libraries, kernels, tokenizers), so they can never move it (a conflict fails the
-# build); then the package itself, without dependencies, so a code change reinstalls nothing.
+# build); the `loaders` extra is fastsafetensors, the GPU default weight loader; then the
+# package itself, without dependencies, so a code change reinstalls nothing.
 WORKDIR /opt/gpt-oss-worker
 COPY pyproject.toml ./
 COPY scripts/image-install.sh scripts/
-RUN bash scripts/image-install.sh deps runpod
+RUN bash scripts/image-install.sh deps runpod loaders
 COPY . .
 RUN python3 -m pip install --no-deps .
 # vLLM is the pinned release, and the Harmony vocabulary loads with no network.

@@ -77,7 +77,7 @@ BATCH_DIR = "/batches"
 BATCH_VOLUME = modal.Volume.from_name("gpt-oss-batches", create_if_missing=True)
 # The install step the Dockerfile runs too: the worker's dependencies under the engine
 # stack's constraints, then the pinned-vLLM and offline-vocabulary checks.
-BUILD = [f"cd {SRC} && bash {INSTALL} deps", f"cd {SRC} && bash {INSTALL} check"]
+BUILD = [f"cd {SRC} && bash {INSTALL} deps loaders", f"cd {SRC} && bash {INSTALL} check"]
 image = (
     modal.Image.from_registry(
         VLLM_IMAGE, setup_dockerfile_commands=[

