@@ -145,7 +145,6 @@ def _fixed() -> list[Rule]:
         engine("BLOCK_SIZE", unset=_v("16")),
         engine("CPU_OFFLOAD_GB", unset=_v("0")),
         engine("PIPELINE_PARALLEL_SIZE", unset=_v("1")),
-        engine("DATA_PARALLEL_SIZE", unset=_v("1")),
         engine("DECODE_CONTEXT_PARALLEL_SIZE", unset=_v("1")),
         engine("DISTRIBUTED_EXECUTOR_BACKEND", unset=_v("mp")),
         engine("STREAM_INTERVAL", unset=_v("1")),

@@ -65,7 +65,8 @@ class Settings(EngineSettings):
         "volume when one is mounted), else `~/.cache/gpt-oss-worker/batches`."))
     max_concurrency: int | None = Field(None, ge=1, le=4096, json_schema_extra=_env(
         "MAX_CONCURRENCY", group="API & networking",
-        doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS."))
+        doc="Jobs one RunPod worker takes at once. Unset: MAX_NUM_SEQS (times "
+        "DATA_PARALLEL_SIZE: each data-parallel engine runs MAX_NUM_SEQS)."))
 
     # --- RunPod stream batching (worker-vllm's knobs; docs/RUNPOD.md) -----------
     default_batch_size: int | None = Field(None, ge=1, le=512, json_schema_extra=_env(

@@ -38,7 +38,13 @@ class EngineSettings(BaseModel):
         "model's 131072 (4096 on the CPU engine)."))
     tensor_parallel_size: int | None = Field(None, ge=1, le=64, json_schema_extra=_env(
         "TENSOR_PARALLEL_SIZE", group="Model",
-        doc="GPUs to split the model over. Unset: all visible GPUs."))
+        doc="GPUs one engine splits the model over (a power of two dividing the KV heads). "
+        "Unset: 1 when the model fits one GPU, else the fewest that hold it (docs/PLAN.md)."))
+    data_parallel_size: int | None = Field(None, ge=1, le=64, json_schema_extra=_env(
+        "DATA_PARALLEL_SIZE", group="Model",
+        doc="Engines, each on TENSOR_PARALLEL_SIZE GPUs, sharing the requests (vLLM still "
+        "splits gpt-oss's experts over all of them). Unset: as many as the visible GPUs "
+        "make. TENSOR_PARALLEL_SIZE x DATA_PARALLEL_SIZE must not exceed the visible GPUs."))
     hf_token: SecretStr | None = Field(None, json_schema_extra=_env(
         "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", group="Model",
         doc="Hugging Face token, for gated or private repos. Never logged."))

@@ -4,6 +4,7 @@ tokens per step and the CUDA-graph bound. Pure; a choice that cannot work raises
 
 from __future__ import annotations
 
+from worker.setup.fit import replica_bytes
 from worker.setup.gpu import Architecture, GpuInfo
 from worker.setup.models_catalog import ModelShape
 from worker.setup.plan_model import PlanError, PlanRequest
@@ -84,7 +85,7 @@ def choose_kv_dtype(arch: Architecture, backend: str, model: ModelShape, req: Pl
     return wanted
 
 
-def choose_batched(gpu: GpuInfo, model: ModelShape, req: PlanRequest, tp: int,
+def choose_batched(gpu: GpuInfo, model: ModelShape, req: PlanRequest, tp: int, dp: int,
                    notes: list[str]) -> int:
     if req.max_num_batched_tokens is not None:
         if req.max_num_batched_tokens < req.max_num_seqs:
@@ -93,7 +94,7 @@ def choose_batched(gpu: GpuInfo, model: ModelShape, req: PlanRequest, tp: int,
                             f"Raise MAX_NUM_BATCHED_TOKENS to at least {req.max_num_seqs}")
         return req.max_num_batched_tokens
     batched = 8192 if gpu.architecture in ("hopper", "blackwell") else 4096
-    if model.weight_bytes / tp > TIGHT_WEIGHT_SHARE * gpu.memory_bytes:
+    if replica_bytes(model, dp) / tp > TIGHT_WEIGHT_SHARE * gpu.memory_bytes:
         batched = TIGHT_BATCHED_TOKENS
         notes.append(f"weights fill most of each card: MAX_NUM_BATCHED_TOKENS={batched}, as the "
                      "public recipe for gpt-oss-120b on one 80 GB H100 does")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from worker.setup.fit import (
     MIN_CONTEXT,
+    FitReport,
     auto_max_model_len,
     cpu_fit,
     gpu_fit,
@@ -33,20 +34,21 @@ from worker.setup.kernels import (  # noqa: F401  (names of the plan, re-exporte
     moe_backend,
     normalise_backend,
 )
+from worker.setup.layout import choose_layout, tp_sizes
 from worker.setup.models_catalog import GPT_OSS_20B, GPT_OSS_120B, ModelShape
 from worker.setup.plan_model import EnginePlan, PlanError, PlanRequest
 
 # vLLM 0.32 AsyncEngineArgs fields `engine_args` may emit (checked by the drift test).
 ENGINE_ARG_NAMES = frozenset({
-    "attention_backend", "kv_cache_dtype", "tensor_parallel_size", "max_model_len",
-    "max_num_batched_tokens", "gpu_memory_utilization", "max_num_seqs", "quantization",
-    "scheduling_policy",
+    "attention_backend", "kv_cache_dtype", "tensor_parallel_size", "data_parallel_size",
+    "max_model_len", "max_num_batched_tokens", "gpu_memory_utilization", "max_num_seqs",
+    "quantization", "scheduling_policy",
 })
 CPU_DEFAULT_MAX_MODEL_LEN = 4096
 
 
 def plan_engine(gpu: GpuInfo | None, model: ModelShape, req: PlanRequest) -> EnginePlan:
-    """Decide backend, KV dtype, TP, batch and context for `model` on `gpu` (None: CPU)."""
+    """Decide backend, KV dtype, TP and DP, batch and context for `model` on `gpu` (None: CPU)."""
     if not 0.0 < req.gpu_memory_utilization <= 1.0:
         raise PlanError(f"GPU_MEMORY_UTILIZATION={req.gpu_memory_utilization} is outside (0, 1]",
                         "Use a fraction such as 0.9 or 0.95")
@@ -79,6 +81,9 @@ def _plan_cpu(model: ModelShape, req: PlanRequest) -> EnginePlan:
     if (req.tensor_parallel_size or 1) > 1:
         raise PlanError("tensor parallelism needs GPUs; none was found",
                         "Unset TENSOR_PARALLEL_SIZE on the CPU")
+    if (req.data_parallel_size or 1) > 1:
+        raise PlanError("data parallelism needs GPUs; none was found",
+                        "Unset DATA_PARALLEL_SIZE on the CPU")
     length = min(req.max_model_len or CPU_DEFAULT_MAX_MODEL_LEN, model.max_position_embeddings)
     batched = req.max_num_batched_tokens or max(CPU_DEFAULT_MAX_MODEL_LEN, req.max_num_seqs)
     fit = cpu_fit(model, length, batched, req.cpu_kv_cache_gib)
@@ -105,15 +110,21 @@ def _plan_gpu(gpu: GpuInfo, model: ModelShape, req: PlanRequest) -> EnginePlan:
                         "Use an Ampere or newer card: A100, A10G, L4, L40S, RTX 4090, H100")
     backend = choose_backend(arch, req, warnings)
     kv_dtype = choose_kv_dtype(arch, backend, model, req, warnings, notes)
-    tp = _choose_tp(gpu, model, req, warnings)
-    batched = choose_batched(gpu, model, req, tp, notes)
-    fit = gpu_fit(gpu, model, tp=tp, util=req.gpu_memory_utilization,
-                  dtype_bytes=kv_dtype_bytes(kv_dtype), batched=batched,
-                  max_num_seqs=req.max_num_seqs, max_model_len=req.max_model_len)
+    wanted = req.max_model_len or model.max_position_embeddings
+    layout = choose_layout(gpu, model, req, warnings=warnings, holds=lambda tp: _fit(
+        gpu, model, req, kv_dtype, tp, 1, [])[1].max_context >= wanted)
+    tp, dp = layout.tp, layout.dp
+    batched, fit = _fit(gpu, model, req, kv_dtype, tp, dp, notes)
+    if dp > 1:
+        split = (f"; vLLM splits the experts over all {tp * dp} GPUs (the fit counts that)"
+                 if model.expert_bytes else "")
+        notes.append(f"each of the {dp} engines takes up to MAX_NUM_SEQS={req.max_num_seqs} "
+                     f"sequences ({dp * req.max_num_seqs} at once in all){split}")
+    at = f"TENSOR_PARALLEL_SIZE={tp}" + (f" x DATA_PARALLEL_SIZE={dp}" if dp > 1 else "")
     if fit.max_context < MIN_CONTEXT:
         need = req.max_model_len or MIN_CONTEXT
-        raise PlanError(f"{model.name} does not fit {gpu.describe()} at TENSOR_PARALLEL_SIZE={tp}:"
-                        f" {fit.summary()}", _suggest_hardware(gpu, model, req, need), fit)
+        raise PlanError(f"{model.name} does not fit {gpu.describe()} at {at}: {fit.summary()}",
+                        _suggest_hardware(gpu, model, req, need), fit)
     if req.max_model_len is not None and req.max_model_len > fit.max_context:
         largest = auto_max_model_len(fit.max_context, model.max_position_embeddings)
         hw = _suggest_hardware(gpu, model, req, req.max_model_len, alt_model=False)
@@ -127,36 +138,18 @@ def _plan_gpu(gpu: GpuInfo, model: ModelShape, req: PlanRequest) -> EnginePlan:
         tensor_parallel_size=tp, max_model_len=length, max_num_batched_tokens=batched,
         max_num_seqs=req.max_num_seqs, gpu_memory_utilization=req.gpu_memory_utilization,
         quantization=req.quantization, moe_backend=moe, fit=fit, env=env, warnings=warnings,
-        notes=notes, cudagraph_capture_max=cudagraph_bound(req, batched))
+        notes=notes, cudagraph_capture_max=cudagraph_bound(req, batched),
+        data_parallel_size=dp, layout=layout.describe())
 
 
-def _choose_tp(gpu: GpuInfo, model: ModelShape, req: PlanRequest, warnings: list[str]) -> int:
-    heads = model.num_kv_heads
-    if req.tensor_parallel_size is None:
-        tp = 1
-        while tp * 2 <= gpu.count and heads % (tp * 2) == 0:
-            tp *= 2
-        if tp != gpu.count:
-            warnings.append(f"{gpu.count} GPUs visible; using TENSOR_PARALLEL_SIZE={tp} (a power "
-                            f"of two dividing the {heads} KV heads)")
-        return tp
-    tp = req.tensor_parallel_size
-    if tp > gpu.count:
-        raise PlanError(f"TENSOR_PARALLEL_SIZE={tp} but only {gpu.count} GPU(s) are visible",
-                        f"Set TENSOR_PARALLEL_SIZE={_largest_valid_tp(gpu.count, heads)} or "
-                        "make more GPUs visible (CUDA_VISIBLE_DEVICES)")
-    if tp < 1 or tp & (tp - 1) or heads % tp:
-        raise PlanError(f"TENSOR_PARALLEL_SIZE={tp} must be a power of two dividing "
-                        f"{model.name}'s {heads} KV heads",
-                        f"Set TENSOR_PARALLEL_SIZE={_largest_valid_tp(min(tp, gpu.count), heads)}")
-    return tp
-
-
-def _largest_valid_tp(limit: int, heads: int) -> int:
-    tp = 1
-    while tp * 2 <= limit and heads % (tp * 2) == 0:
-        tp *= 2
-    return tp
+def _fit(gpu: GpuInfo, model: ModelShape, req: PlanRequest, kv_dtype: str, tp: int, dp: int,
+         notes: list[str]) -> tuple[int, FitReport]:
+    """Tokens per step and the memory picture per GPU at this layout."""
+    batched = choose_batched(gpu, model, req, tp, dp, notes)
+    fit = gpu_fit(gpu, model, tp=tp, dp=dp, util=req.gpu_memory_utilization,
+                  dtype_bytes=kv_dtype_bytes(kv_dtype), batched=batched,
+                  max_num_seqs=req.max_num_seqs, max_model_len=req.max_model_len)
+    return batched, fit
 
 
 def _suggest_hardware(gpu: GpuInfo, model: ModelShape, req: PlanRequest, need: int,
@@ -175,14 +168,14 @@ def _suggest_hardware(gpu: GpuInfo, model: ModelShape, req: PlanRequest, need: i
             break
     small = GPT_OSS_20B
     if alt_model and model.name != small.name and model.has_attention_sinks and _holds(
-            gpu, _largest_valid_tp(gpu.count, small.num_kv_heads), small, req, need):
+            gpu, tp_sizes(gpu.count, small.num_kv_heads)[-1], small, req, need):
         options.append(f"MODEL={small.name} (fits here)")
     return ("Use " + ", or ".join(options)) if options else "Use a card with more memory"
 
 
 def _holds(card: GpuInfo, n: int, model: ModelShape, req: PlanRequest, need: int) -> bool:
-    sub = replace(req, tensor_parallel_size=n, max_model_len=None, kv_cache_dtype="auto",
-                  attention_backend_override=None)
+    sub = replace(req, tensor_parallel_size=n, data_parallel_size=1, max_model_len=None,
+                  kv_cache_dtype="auto", attention_backend_override=None)
     try:
         plan = _plan_gpu(replace(card, count=max(n, card.count)), model, sub)
     except PlanError:
@@ -196,6 +189,7 @@ def engine_args(plan: EnginePlan) -> dict[str, object]:
         "attention_backend": plan.attention_backend,
         "kv_cache_dtype": plan.kv_cache_dtype,
         "tensor_parallel_size": plan.tensor_parallel_size,
+        "data_parallel_size": plan.data_parallel_size,
         "max_model_len": plan.max_model_len,
         "max_num_batched_tokens": plan.max_num_batched_tokens,
         "max_num_seqs": plan.max_num_seqs,

@@ -22,7 +22,8 @@ class PlanError(ValueError):
 class PlanRequest:
     model: str
     max_model_len: int | None = None  # None: the largest that fits, up to the model's own
-    tensor_parallel_size: int | None = None  # None: all visible GPUs (largest valid)
+    tensor_parallel_size: int | None = None  # None: the smallest that fits (worker.setup.layout)
+    data_parallel_size: int | None = None  # None: the visible GPUs left, in whole TP groups
     gpu_memory_utilization: float = 0.95
     kv_cache_dtype: str = "auto"
     max_num_seqs: int = 64
@@ -51,3 +52,5 @@ class EnginePlan:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
+    data_parallel_size: int = 1  # engines, each on tensor_parallel_size GPUs
+    layout: str = ""  # how the GPUs are used, and why (worker.setup.layout.Layout.describe)
