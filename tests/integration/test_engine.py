@@ -44,6 +44,7 @@ async def test_plan_and_info(engine: VllmEngine) -> None:
     assert info.device == "cpu"
     assert info.max_model_len == 2048
     assert info.details["vllm_version"] == "0.32.0"
+    assert info.details["data_parallel_size"] == 1  # max_num_seqs counts every engine
     assert not engine.is_dead
     await engine.check_health()
 

@@ -117,6 +117,30 @@ def test_cudagraph_bound_reaches_the_compilation_config() -> None:
     assert args.load_format == "dummy"
 
 
+def test_the_parallel_layout_reaches_the_engine_args() -> None:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from worker.setup.gpu import lookup_gpu
+    from worker.setup.models_catalog import GPT_OSS_20B
+
+    for count, tp, layout in ((2, None, (1, 2)), (2, 2, (2, 1))):
+        planned = plan.plan_engine(lookup_gpu("H200", count), GPT_OSS_20B, plan.PlanRequest(
+            model=GPT_OSS_20B.name, tensor_parallel_size=tp))
+        config = engine.EngineConfig(model="m", served_model_names=("m",), device="cuda",
+                                     engine_args={"model": "m", **plan.engine_args(planned)})
+        args = AsyncEngineArgs(**config.vllm_args())
+        assert (args.tensor_parallel_size, args.data_parallel_size) == layout
+
+
+def test_moe_experts_are_split_across_data_parallel_engines() -> None:
+    # worker.setup.fit counts a MoE model's experts as split over TP x DP GPUs, as this does
+    from vllm.model_executor.layers.fused_moe.config import FusedMoEParallelConfig
+
+    flatten = (getattr(FusedMoEParallelConfig, "flatten_tp_across_dp_and_pcp", None)
+               or getattr(FusedMoEParallelConfig, "flatten_tp_across_dp", None))
+    assert flatten is not None
+
+
 def test_every_engine_argument_a_worker_vllm_variable_maps_to_exists() -> None:
     from worker.setup.compat_rules import rules
     from worker.setup.config import Settings

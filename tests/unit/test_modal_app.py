@@ -126,7 +126,7 @@ def test_snapshot_deployment_reserves_host_memory_for_the_sleeping_weights(
 
 @pytest.mark.parametrize("env", [
     {"MODAL_GPU_COUNT": "2"}, {"MODAL_GPU": "H100:2"}, {"MODAL_GPU": "H100,A100-80GB:4"},
-    {"TENSOR_PARALLEL_SIZE": "2"},
+    {"TENSOR_PARALLEL_SIZE": "2"}, {"DATA_PARALLEL_SIZE": "2"},
 ])
 def test_snapshots_refuse_more_than_one_gpu_at_import(tmp_path: Path,
                                                       env: dict[str, str]) -> None:

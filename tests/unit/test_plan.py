@@ -63,6 +63,7 @@ def _gpt_oss_config(layers: int) -> dict[str, object]:
         "sliding_window": 128, "max_position_embeddings": 131072,
         "layer_types": ["sliding_attention", "full_attention"] * (layers // 2),
         "quantization_config": {"quant_method": "mxfp4"},
+        "num_local_experts": 128 if layers == 36 else 32,
     }
 
 
@@ -136,8 +137,8 @@ def test_h100_120b_follows_the_recipe_and_fits_128k() -> None:
     assert any("public recipe" in n for n in p.notes)
     assert engine_args(p) == {
         "attention_backend": "FLASH_ATTN", "kv_cache_dtype": "auto", "tensor_parallel_size": 1,
-        "max_model_len": 131072, "max_num_batched_tokens": 1024, "max_num_seqs": 64,
-        "gpu_memory_utilization": 0.95, "scheduling_policy": "priority",
+        "data_parallel_size": 1, "max_model_len": 131072, "max_num_batched_tokens": 1024,
+        "max_num_seqs": 64, "gpu_memory_utilization": 0.95, "scheduling_policy": "priority",
     }
     assert set(engine_args(p)) <= ENGINE_ARG_NAMES
 
@@ -249,12 +250,14 @@ def test_tp_must_divide_kv_heads_and_be_visible() -> None:
     assert err.reason == "TENSOR_PARALLEL_SIZE=4 but only 2 GPU(s) are visible"
 
 
-def test_tp_auto_uses_largest_valid_count() -> None:
+def test_tp_auto_is_a_valid_size_and_idle_gpus_are_named() -> None:
     p = plan("L40S", count=3)
-    assert p.tensor_parallel_size == 2
-    assert p.warnings == ["3 GPUs visible; using TENSOR_PARALLEL_SIZE=2 (a power of two dividing "
-                          "the 8 KV heads)"]
-    assert plan("H100", count=8).tensor_parallel_size == 8
+    assert (p.tensor_parallel_size, p.data_parallel_size) == (2, 1)
+    assert p.warnings == ["3 GPUs visible; using 2 (TENSOR_PARALLEL_SIZE=2 x DATA_PARALLEL_SIZE"
+                          "=1), 1 left idle: TP is a power of two dividing the 8 KV heads and "
+                          "every engine gets TP GPUs"]
+    p = plan("H100", count=8)  # 120b fits one H100: eight engines of one GPU
+    assert (p.tensor_parallel_size, p.data_parallel_size) == (1, 8)
 
 
 # --- KV cache dtype, overrides, quantization -------------------------------------------------

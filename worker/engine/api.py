@@ -67,7 +67,7 @@ class EngineInfo:
     model: str  # what the engine loaded (repo id or path)
     served_model_names: tuple[str, ...]
     max_model_len: int
-    max_num_seqs: int
+    max_num_seqs: int  # sequences it runs at once (every data-parallel engine together)
     device: str  # "cuda" or "cpu"
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -18,9 +18,9 @@ from worker.engine.extra_args import merge
 ENGINE_ARG_NAMES = frozenset({
     "model", "tokenizer", "revision", "download_dir", "served_model_name", "dtype",
     "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
-    "tensor_parallel_size", "kv_cache_dtype", "attention_backend", "quantization",
-    "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling", "enforce_eager",
-    "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
+    "tensor_parallel_size", "data_parallel_size", "kv_cache_dtype", "attention_backend",
+    "quantization", "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling",
+    "enforce_eager", "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
     "enable_sleep_mode", "load_format", "compilation_config", "scheduling_policy",
     "speculative_config", "max_logprobs", "enable_expert_parallel",
 })

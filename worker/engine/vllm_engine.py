@@ -96,11 +96,13 @@ class VllmEngine:
         built = time.perf_counter() - t1
         phases.update(monitor.split(built) if monitor else {"engine_init_other": round(built, 3)})
         vcfg = llm.vllm_config
+        engines = int(vcfg.parallel_config.data_parallel_size)
         info = EngineInfo(
             model=config.model,
             served_model_names=config.served_model_names,
             max_model_len=int(vcfg.model_config.max_model_len),
-            max_num_seqs=int(vcfg.scheduler_config.max_num_seqs),
+            # each data-parallel engine runs max_num_seqs sequences of its own
+            max_num_seqs=int(vcfg.scheduler_config.max_num_seqs) * engines,
             device=config.device,
             details={
                 "vllm_version": vllm.__version__,
@@ -108,6 +110,7 @@ class VllmEngine:
                 "kv_cache_dtype": str(vcfg.cache_config.cache_dtype),
                 "load_format": config.load_format,
                 "tensor_parallel_size": int(vcfg.parallel_config.tensor_parallel_size),
+                "data_parallel_size": engines,
                 "build_seconds": round(time.perf_counter() - t1, 2),
             },
         )

@@ -31,9 +31,10 @@ SNAPSHOT_OVERHEAD_GIB = 8
 # Secrets; HOST, PORT, MODEL_CACHE_DIR, MAX_CONCURRENCY, DRAIN_SECONDS and SSH keys mean
 # nothing here: Modal drains inputs itself before the exit hook).
 WORKER_VARS = ("MODEL", "MODEL_REVISION", "SERVED_MODEL_NAME", "MAX_MODEL_LEN",
-               "TENSOR_PARALLEL_SIZE", "QUANTIZATION", "GPU_MEMORY_UTILIZATION", "KV_CACHE_DTYPE",
-               "MAX_NUM_SEQS", "MAX_NUM_BATCHED_TOKENS", "MAX_CUDAGRAPH_CAPTURE_SIZE",
-               "LOAD_FORMAT", "ASYNC_SCHEDULING",
+               "TENSOR_PARALLEL_SIZE", "DATA_PARALLEL_SIZE", "QUANTIZATION",
+               "GPU_MEMORY_UTILIZATION", "KV_CACHE_DTYPE", "MAX_NUM_SEQS",
+               "MAX_NUM_BATCHED_TOKENS", "MAX_CUDAGRAPH_CAPTURE_SIZE", "LOAD_FORMAT",
+               "ASYNC_SCHEDULING",
                "ENABLE_PREFIX_CACHING", "ENABLE_CHUNKED_PREFILL", "ENFORCE_EAGER",
                "VLLM_ATTENTION_BACKEND_OVERRIDE", "ENABLE_AUTO_TOOL_CHOICE", "TOOL_CALL_PARSER",
                "DEFAULT_REASONING_EFFORT", "LOG_LEVEL", "SHOW_LOADING_PROGRESS",
@@ -112,7 +113,7 @@ def deploy_config(env: Mapping[str, str]) -> DeployConfig:
     snapshot = flag("MODAL_SNAPSHOT", d.snapshot)
     models = default_models(get("MODEL"), gpus)
     if snapshot:
-        refuse_multi_gpu_snapshot(gpus, get("TENSOR_PARALLEL_SIZE"))
+        refuse_multi_gpu_snapshot(gpus, get("TENSOR_PARALLEL_SIZE"), get("DATA_PARALLEL_SIZE"))
     memory_gib = opt("MODAL_MEMORY", 1, 2048)
     if memory_gib is None and snapshot:
         memory_gib = snapshot_memory_gib(get("MODEL"), models, gpus)
@@ -142,7 +143,8 @@ def gpu_count(gpu: str) -> int:
     return int(count) if count.strip().isdigit() else 1
 
 
-def refuse_multi_gpu_snapshot(gpus: Sequence[str], tensor_parallel: str | None) -> None:
+def refuse_multi_gpu_snapshot(gpus: Sequence[str], tensor_parallel: str | None,
+                              data_parallel: str | None = None) -> None:
     """GPU memory snapshots hold one GPU's state: Modal's guide rules out multi-GPU."""
     many = [g for g in gpus if gpu_count(g) > 1]
     if many:
@@ -150,10 +152,12 @@ def refuse_multi_gpu_snapshot(gpus: Sequence[str], tensor_parallel: str | None) 
             f"MODAL_SNAPSHOT=1 with MODAL_GPU={','.join(gpus)}: GPU memory snapshots are "
             "incompatible with more than one GPU per container (Modal's memory snapshot "
             "guide). Use one GPU (MODAL_GPU_COUNT=1), or turn snapshots off")
-    if tensor_parallel is not None and tensor_parallel != "1":
-        raise ValueError(
-            f"MODAL_SNAPSHOT=1 with TENSOR_PARALLEL_SIZE={tensor_parallel}: GPU memory "
-            "snapshots need one GPU per container; unset TENSOR_PARALLEL_SIZE")
+    for name, value in (("TENSOR_PARALLEL_SIZE", tensor_parallel),
+                        ("DATA_PARALLEL_SIZE", data_parallel)):
+        if value is not None and value != "1":
+            raise ValueError(
+                f"MODAL_SNAPSHOT=1 with {name}={value}: GPU memory snapshots need one GPU "
+                f"per container; unset {name}")
 
 
 def default_models(model: str | None, gpus: Sequence[str]) -> tuple[str, ...]:

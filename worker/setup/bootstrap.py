@@ -88,6 +88,7 @@ def plan_request(settings: Settings) -> Any:
         model=settings.model or "",
         max_model_len=settings.max_model_len,
         tensor_parallel_size=settings.tensor_parallel_size,
+        data_parallel_size=settings.data_parallel_size,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         kv_cache_dtype=settings.kv_cache_dtype,
         max_num_seqs=settings.max_num_seqs,

@@ -1,7 +1,7 @@
 """worker-vllm's environment variables, translated at start-up: none is silently ignored.
 
 Every variable runpod-workers/worker-vllm reads (`worker.setup.worker_vllm_names`) has a
-`Rule` (`worker.setup.compat_rules`):
+`Rule` (`worker.setup.compat_rules`, the refused ones in `worker.setup.compat_refused`):
 
 - **supported**: the same name with the same meaning; the settings model reads it.
   Some take a special value worker-vllm gave them (`MAX_MODEL_LEN=auto`,

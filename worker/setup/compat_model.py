@@ -1,4 +1,5 @@
-"""The vocabulary of `worker.setup.compat`: a rule, its kinds, the translation it makes."""
+"""The vocabulary of `worker.setup.compat`: a rule, its kinds, the translation it makes,
+and the constructors the rule tables are written with."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from worker.setup.config_env import TRUE as TRUE
 
 Kind = Literal["supported", "mapped", "rejected"]
 ENGINE_ARGS = "ENGINE_ARGS"
+ANY = frozenset({"*"})
+OFF = frozenset({"false", "0", "no", "off"})
+ON = frozenset({"true", "1", "yes", "on"})
+SAME = "same name, same meaning"
 
 
 class CompatError(ValueError):
@@ -55,3 +60,41 @@ class Translation:
     engine_args: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # engine-arg key -> variable
     notes: list[str] = field(default_factory=list)
+
+
+def lowered(*values: str) -> frozenset[str]:
+    """Values a rule compares with (lower case)."""
+    return frozenset(v.lower() for v in values)
+
+
+def _shown(values: frozenset[str]) -> str:
+    if values == OFF:
+        return "`false`"
+    return ", ".join(f"`{v}`" for v in sorted(values))
+
+
+def supported(name: str, note: str = SAME, **kw: Any) -> Rule:
+    return Rule(name, "supported", note, **kw)
+
+
+def to(name: str, target: str, note: str, **kw: Any) -> Rule:
+    return Rule(name, "mapped", note, target=target, **kw)
+
+
+def engine(name: str, unset: frozenset[str] = frozenset(), note: str = "") -> Rule:
+    key = name.lower()
+    if not note:
+        note = "passed to vLLM (checked against the pinned vLLM at start)"
+        if unset:
+            note += f"; {_shown(unset)}: left to vLLM"
+    return Rule(name, "mapped", note, target=f"{ENGINE_ARGS}.{key}", unset=unset)
+
+
+def builtin(name: str, note: str, unset: frozenset[str] = ANY, **kw: Any) -> Rule:
+    return Rule(name, "mapped", note, unset=unset, **kw)
+
+
+def reject(name: str, note: str, unset: frozenset[str] = frozenset()) -> Rule:
+    if unset and "*" not in unset:
+        note = f"{_shown(unset)} passes (asks nothing); else {note}"
+    return Rule(name, "rejected", note, unset=unset)

@@ -4,8 +4,13 @@ Mirrors how vLLM sizes its KV cache (pure; no GPU, no vLLM import):
 
 * usable   = CUDA-visible memory x gpu_memory_utilization (CUDA sees a little
              less than NVML's total: `CUDA_HIDDEN_BYTES`);
-* budget   = usable - weights/TP - runtime reserve (profiled activations, CUDA
+* budget   = usable - weights per GPU - runtime reserve (profiled activations, CUDA
              graphs, non-torch allocations, NCCL, a margin: `runtime_reserve`);
+* weights per GPU = (the rest + experts/DP) / TP: tensor parallelism splits every
+             layer; with data parallelism each engine keeps its own copy of attention and
+             embeddings, but vLLM splits a MoE model's experts over all TP x DP GPUs
+             (`FusedMoEParallelConfig.flatten_tp_across_dp_and_pcp` in vLLM 0.32: slices
+             of every expert, or whole experts with ENABLE_EXPERT_PARALLEL);
 * a request of L tokens takes, per GPU, ceil(L/16) blocks in every
   full-attention layer, and in every sliding-window layer only the window plus
   the tokens in flight (two batches with async scheduling), as vLLM's hybrid KV
@@ -41,7 +46,7 @@ MIN_CONTEXT = 1024  # below this a plan is refused
 CUDA_HIDDEN_BYTES = 512 * MiB  # NVML total minus cudaMemGetInfo total (480 MiB on H100)
 NON_TORCH_BYTES = 256 * MiB  # cuBLAS workspaces and other allocations outside torch
 CUDA_GRAPH_BYTES = 640 * MiB  # captured graphs (batch sizes up to 1024)
-NCCL_BYTES = 512 * MiB  # extra per GPU when TP > 1 (not measured here)
+NCCL_BYTES = 512 * MiB  # extra per GPU when TP x DP > 1 (not measured here)
 SAFETY_BYTES = 256 * MiB  # version drift, fragmentation
 ACTIVATION_BASE_BYTES = 1024 * MiB  # profile-run peak that does not grow with the batch
 ACTIVATION_BYTES_PER_TOKEN = 16 * KiB  # per batched token, at hidden size 2880
@@ -65,7 +70,8 @@ class FitReport:
     max_context: int  # largest single request that fits, capped at the model's maximum
     native_max: int
     max_model_len: int = 0
-    concurrent_seqs: int = 0  # full-length requests the KV cache holds at once
+    concurrent_seqs: int = 0  # full-length requests one engine's KV cache holds at once
+    engines: int = 1  # data-parallel engines, each with such a KV cache
 
     @property
     def fits(self) -> bool:
@@ -98,8 +104,9 @@ class FitReport:
     def verdict(self) -> str:
         if not self.fits:
             return "does not fit"
+        each = f" in each of {self.engines} data-parallel engines" if self.engines > 1 else ""
         return (f"fits: MAX_MODEL_LEN={self.max_model_len}, {self.concurrent_seqs} full-length "
-                f"sequence(s) at once (largest context {self.max_context})")
+                f"sequence(s) at once{each} (largest context {self.max_context})")
 
 
 def _blocks(tokens: int) -> int:
@@ -110,18 +117,25 @@ def kv_dtype_bytes(kv_cache_dtype: str) -> int:
     return 1 if kv_cache_dtype.startswith("fp8") else 2
 
 
-def runtime_reserve(model: ModelShape, batched: int, max_num_seqs: int, tp: int) -> int:
+def runtime_reserve(model: ModelShape, batched: int, max_num_seqs: int, tp: int,
+                    dp: int = 1) -> int:
     """GPU memory vLLM keeps outside weights and KV cache, per GPU (see module notes)."""
     width = (model.hidden_size or REFERENCE_HIDDEN) / REFERENCE_HIDDEN
     activations = ACTIVATION_BASE_BYTES + int(batched * ACTIVATION_BYTES_PER_TOKEN * width)
     sampler = max_num_seqs * (model.vocab_size or DEFAULT_VOCAB) * SAMPLER_BYTES_PER_LOGIT
-    nccl = NCCL_BYTES if tp > 1 else 0
+    nccl = NCCL_BYTES if tp * dp > 1 else 0
     return NON_TORCH_BYTES + CUDA_GRAPH_BYTES + SAFETY_BYTES + nccl + activations + sampler
 
 
-def weights_per_gpu(gpu: GpuInfo, model: ModelShape, tp: int) -> int:
-    """Model weights on each of `tp` GPUs, with Marlin's repacking on Ampere/Ada."""
-    total = model.weight_bytes
+def replica_bytes(model: ModelShape, dp: int = 1) -> int:
+    """What one data-parallel engine holds before TP splits it: the model, less the
+    experts' share the other engines hold (see module notes)."""
+    return model.weight_bytes - model.expert_bytes + math.ceil(model.expert_bytes / dp)
+
+
+def weights_per_gpu(gpu: GpuInfo, model: ModelShape, tp: int, dp: int = 1) -> int:
+    """Model weights on each of the TP x DP GPUs, with Marlin's repacking on Ampere/Ada."""
+    total = replica_bytes(model, dp)
     if model.is_mxfp4 and gpu.architecture in ("ampere", "ada"):
         total = int(total * MARLIN_WEIGHT_FACTOR)
     return math.ceil(total / tp)
@@ -155,15 +169,16 @@ def _largest_fitting(report: FitReport, cap: int) -> int:
 
 
 def gpu_fit(gpu: GpuInfo, model: ModelShape, *, tp: int, util: float, dtype_bytes: int,
-            batched: int, max_num_seqs: int, max_model_len: int | None) -> FitReport:
-    """The memory picture on one of `tp` GPUs; `max_model_len` None means auto."""
+            batched: int, max_num_seqs: int, max_model_len: int | None,
+            dp: int = 1) -> FitReport:
+    """The memory picture on one of the TP x DP GPUs; `max_model_len` None means auto."""
     usable = int((gpu.memory_bytes - CUDA_HIDDEN_BYTES) * util)
-    weights = weights_per_gpu(gpu, model, tp)
-    reserve = runtime_reserve(model, batched, max_num_seqs, tp)
+    weights = weights_per_gpu(gpu, model, tp, dp)
+    reserve = runtime_reserve(model, batched, max_num_seqs, tp, dp)
     budget = usable - weights - reserve
     report = _base_report(model, tp, dtype_bytes, batched, budget, weights, reserve, usable)
     length = max_model_len or auto_max_model_len(report.max_context, report.native_max)
-    return report.with_length(length)
+    return replace(report.with_length(length), engines=dp)
 
 
 def cpu_fit(model: ModelShape, length: int, batched: int, kv_gib: int | None) -> FitReport:

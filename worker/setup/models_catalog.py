@@ -23,8 +23,11 @@ class ModelShape:
     """What decides memory: weights on the GPU and KV cache per token and per sequence.
 
     `weight_bytes` is the whole model's size in GPU memory at tensor-parallel
-    size 1 (it divides by TP). `num_sliding_layers` of the `num_layers` keep
-    only `sliding_window` tokens of K/V per sequence; the rest keep them all.
+    size 1 (it divides by TP). `expert_bytes` is the part of it in MoE experts: with
+    data parallelism vLLM splits the experts over every GPU (TP x DP) while each
+    data-parallel engine keeps its own copy of the rest (0: nothing split, as for a dense
+    model). `num_sliding_layers` of the `num_layers` keep only `sliding_window` tokens of
+    K/V per sequence; the rest keep them all.
     """
 
     name: str
@@ -39,10 +42,26 @@ class ModelShape:
     has_attention_sinks: bool = False
     vocab_size: int = 0
     hidden_size: int = 0
+    expert_bytes: int = 0
 
     @property
     def num_full_layers(self) -> int:
         return self.num_layers - self.num_sliding_layers
+
+
+def dense_bytes(*, layers: int, heads: int, kv_heads: int, head_dim: int, hidden: int,
+                vocab: int, experts: int, tied: bool = False) -> int:
+    """The bf16 weights outside the experts: attention projections, router, embeddings
+    (twice unless tied). Norms and biases are left out (well under 0.1%)."""
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    per_layer = attention + hidden * experts
+    return 2 * (layers * per_layer + (1 if tied else 2) * vocab * hidden)
+
+
+def _gpt_oss_experts(weight_bytes: int, layers: int, experts: int) -> int:
+    dense = dense_bytes(layers=layers, heads=64, kv_heads=8, head_dim=64, hidden=2880,
+                        vocab=201088, experts=experts)
+    return max(0, weight_bytes - dense)
 
 
 # gpt-oss config.json (both sizes): 64 query heads, 8 KV heads, head_dim 64, hidden
@@ -52,6 +71,7 @@ class ModelShape:
 # on an H100 with vLLM 0.26 and its Triton MXFP4 MoE (dummy weights, real shapes):
 # 61.43 and 13.03 GiB (the checkpoints are 60.8 / 12.8 GiB on disk). Marlin (Ampere,
 # Ada) repacks the experts into more memory: see `worker.setup.fit.MARLIN_WEIGHT_FACTOR`.
+# Outside the experts (`dense_bytes`): 3.96 and 3.35 GiB.
 GPT_OSS_120B = ModelShape(
     name="openai/gpt-oss-120b",
     num_layers=36,
@@ -65,6 +85,7 @@ GPT_OSS_120B = ModelShape(
     has_attention_sinks=True,
     vocab_size=201088,
     hidden_size=2880,
+    expert_bytes=_gpt_oss_experts(int(61.43 * GiB), 36, 128),
 )
 GPT_OSS_20B = ModelShape(
     name="openai/gpt-oss-20b",
@@ -79,6 +100,7 @@ GPT_OSS_20B = ModelShape(
     has_attention_sinks=True,
     vocab_size=201088,
     hidden_size=2880,
+    expert_bytes=_gpt_oss_experts(int(13.03 * GiB), 24, 32),
 )
 
 KNOWN_MODELS: dict[str, ModelShape] = {m.name: m for m in (GPT_OSS_120B, GPT_OSS_20B)}
@@ -138,6 +160,14 @@ def shape_from_config(config: Mapping[str, Any], weight_bytes: int, name: str = 
     quant = cfg.get("quantization_config") or {}
     is_mxfp4 = isinstance(quant, Mapping) and str(quant.get("quant_method", "")).lower() == "mxfp4"
     positions = _first_int(cfg, "max_position_embeddings", "n_positions", "max_seq_len")
+    experts = _first_int(cfg, "num_local_experts", "num_experts") or 0
+    vocab = _first_int(cfg, "vocab_size") or 0
+    expert_bytes = 0
+    if experts > 1 and weight_bytes and heads and hidden:
+        dense = dense_bytes(layers=num_layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                            hidden=hidden, vocab=vocab, experts=experts,
+                            tied=bool(cfg.get("tie_word_embeddings")))
+        expert_bytes = max(0, int(weight_bytes) - dense)
     return ModelShape(
         name=name or str(cfg.get("_name_or_path") or cfg.get("model_type") or "model"),
         num_layers=num_layers,
@@ -149,8 +179,9 @@ def shape_from_config(config: Mapping[str, Any], weight_bytes: int, name: str = 
         weight_bytes=int(weight_bytes),
         is_mxfp4=is_mxfp4,
         has_attention_sinks=is_gpt_oss,
-        vocab_size=_first_int(cfg, "vocab_size") or 0,
+        vocab_size=vocab,
         hidden_size=hidden,
+        expert_bytes=expert_bytes,
     )
 
 

@@ -166,6 +166,7 @@ def _print_plan(out: TextIO, plan: EnginePlan, shape: ModelShape) -> None:
         ("MoE kernels", plan.moe_backend),
         ("KV cache dtype", plan.kv_cache_dtype),
         ("tensor parallel size", str(plan.tensor_parallel_size)),
+        ("data parallel size", str(plan.data_parallel_size)),
         ("max_model_len", str(plan.max_model_len)),
         ("max_num_batched_tokens", str(plan.max_num_batched_tokens)),
         ("max_num_seqs", str(plan.max_num_seqs)),
@@ -173,6 +174,8 @@ def _print_plan(out: TextIO, plan: EnginePlan, shape: ModelShape) -> None:
     if plan.device == "cuda":
         rows.append(("gpu_memory_utilization", f"{plan.gpu_memory_utilization:g}"))
     rows += [("env", " ".join(f"{k}={v}" for k, v in plan.env.items()) or "-")]
+    if plan.layout:
+        rows.insert(1, ("layout", plan.layout))
     _say(out, "plan:")
     for key, value in rows:
         _say(out, f"  {key:<24}{value}")
