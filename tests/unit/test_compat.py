@@ -206,7 +206,7 @@ def _config(**extra: object) -> EngineConfig:
     s = Settings.from_env({k: str(v) for k, v in extra.items()})
     return EngineConfig(model="m", served_model_names=("m",), device="cuda",
                         engine_args={"model": "m", "max_model_len": 4096},
-                        cudagraph_capture_max=64, **passthrough(s))
+                        cudagraph_capture_sizes=(1, 2, 4, 8), **passthrough(s))
 
 
 def test_a_key_the_worker_sets_is_a_conflict_naming_both() -> None:
@@ -218,13 +218,16 @@ def test_a_key_the_worker_sets_is_a_conflict_naming_both() -> None:
     with pytest.raises(EngineArgsError, match=r"max_cudagraph_capture_size.*MAX_CUDAGRAPH"):
         _config(ENGINE_ARGS='{"compilation_config": {"max_cudagraph_capture_size": 8}}'
                 ).vllm_args()
+    with pytest.raises(EngineArgsError, match=r"cudagraph_capture_sizes.*MAX_CUDAGRAPH"):
+        _config(ENGINE_ARGS='{"compilation_config": {"cudagraph_capture_sizes": [8]}}'
+                ).vllm_args()
 
 
 def test_passed_through_arguments_reach_vllms_keywords() -> None:
     args = _config(ENGINE_ARGS='{"cpu_offload_gb": 2, "compilation_config": {"level": 3}}',
                    BLOCK_SIZE="32").vllm_args()
     assert args["cpu_offload_gb"] == 2 and args["block_size"] == 32
-    assert args["compilation_config"] == {"max_cudagraph_capture_size": 64, "level": 3}
+    assert args["compilation_config"] == {"cudagraph_capture_sizes": [1, 2, 4, 8], "level": 3}
 
 
 def test_an_unknown_key_names_its_variable() -> None:

@@ -76,11 +76,11 @@ def test_visible_indices_follow_cuda_rules() -> None:
 
 
 class _Mem:
-    def __init__(self, total: int):
-        self.total = total
+    def __init__(self, total: int, free: int):
+        self.total, self.free = total, free
 
 
-def _fake_nvml(devices: list[tuple[str, tuple[int, int], int]], *, init_error: bool = False,
+def _fake_nvml(devices: list[tuple[Any, ...]], *, init_error: bool = False,
                calls: list[str] | None = None) -> types.ModuleType:
     mod = types.ModuleType("pynvml")
     log = calls if calls is not None else []
@@ -100,7 +100,9 @@ def _fake_nvml(devices: list[tuple[str, tuple[int, int], int]], *, init_error: b
     fn("nvmlDeviceGetUUID", lambda h: f"GPU-{h}000")
     fn("nvmlDeviceGetName", lambda h: devices[h][0].encode())  # old pynvml returns bytes
     fn("nvmlDeviceGetCudaComputeCapability", lambda h: devices[h][1])
-    fn("nvmlDeviceGetMemoryInfo", lambda h: _Mem(devices[h][2]))
+    # free: a fourth field, else all but the driver's 512 MiB
+    fn("nvmlDeviceGetMemoryInfo", lambda h: _Mem(
+        devices[h][2], devices[h][3] if len(devices[h]) > 3 else devices[h][2] - 512 * MiB))
     return mod
 
 
@@ -123,11 +125,19 @@ def test_probe_none_when_nvml_init_fails(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_probe_counts_identical_visible_cards(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([H100, H100, L4, H100], calls=calls))
-    assert probe({}) == GpuInfo("NVIDIA H100 80GB HBM3", (9, 0), 81559 * MiB, 3)
+    assert probe({}) == GpuInfo("NVIDIA H100 80GB HBM3", (9, 0), 81559 * MiB, 3,
+                                free_bytes=81047 * MiB)
     assert calls == ["init", "shutdown"]
     assert probe({"CUDA_VISIBLE_DEVICES": "2,0"}) == GpuInfo("NVIDIA L4", (8, 9),
-                                                             23034 * MiB, 1)
+                                                             23034 * MiB, 1, 22522 * MiB)
     assert probe({"CUDA_VISIBLE_DEVICES": "0,3"}).count == 2  # type: ignore[union-attr]
+
+
+def test_probe_reports_the_least_free_memory_of_the_cards(monkeypatch: pytest.MonkeyPatch) -> None:
+    busy = (*H100, 40000 * MiB)  # another process holds half of this one
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml([H100, busy]))
+    info = probe({})
+    assert info is not None and info.count == 2 and info.free_bytes == 40000 * MiB
     assert probe({"CUDA_VISIBLE_DEVICES": ""}) is None
 
 

@@ -139,6 +139,7 @@ def test_h100_120b_follows_the_recipe_and_fits_128k() -> None:
         "attention_backend": "FLASH_ATTN", "kv_cache_dtype": "auto", "tensor_parallel_size": 1,
         "data_parallel_size": 1, "max_model_len": 131072, "max_num_batched_tokens": 1024,
         "max_num_seqs": 64, "gpu_memory_utilization": 0.95, "scheduling_policy": "priority",
+        "kv_cache_memory_bytes": p.fit.kv_budget_bytes,  # the plan's, below vLLM's 11.96 GiB
     }
     assert set(engine_args(p)) <= ENGINE_ARG_NAMES
 

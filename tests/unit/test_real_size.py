@@ -13,19 +13,20 @@ import pytest
 
 from tests.unit.test_service import ANSWER, WEATHER, request, service
 from worker.bench.loadgen import RequestRecord, summarize
-from worker.engine.vllm_engine import CUDAGRAPH_MAX_KEY, LOAD_FORMATS, EngineConfig
+from worker.engine.vllm_engine import CUDAGRAPH_SIZES_KEY, LOAD_FORMATS, EngineConfig
 from worker.openai.errors import InvalidRequest
 from worker.setup.bootstrap import resolve
 from worker.setup.config import Settings, SettingsError
 from worker.setup.gpu import lookup_gpu
 from worker.setup.models_catalog import GPT_OSS_20B, GPT_OSS_120B, shape_from_dir
-from worker.setup.plan import PlanRequest, graph_size_step, plan_engine
+from worker.setup.plan import graph_size_step
 from worker.tiny.shapes import build_shape_model, shape_config_dict
 
 
 def test_load_format_is_validated_and_named() -> None:
     assert Settings.from_env({"LOAD_FORMAT": "Dummy"}).load_format == "dummy"
-    assert Settings.from_env({}).load_format == "auto"
+    assert Settings.from_env({}).load_format is None  # the plan's choice
+    assert Settings.from_env({"LOAD_FORMAT": " "}).load_format is None
     with pytest.raises(SettingsError) as e:
         Settings.from_env({"LOAD_FORMAT": "pickle"})
     assert "LOAD_FORMAT='pickle'" in str(e.value)
@@ -75,10 +76,15 @@ def test_dummy_needs_a_local_config_and_warns_loudly(
     assert "NOISE" in caplog.text
     args = resolved.engine_config.vllm_args()
     assert args["load_format"] == "dummy"
-    assert "compilation_config" not in args  # vLLM's own CUDA-graph sizes
+    grid = args["compilation_config"][CUDAGRAPH_SIZES_KEY]  # the plan's capture grid
+    assert grid[:11] == [1, 2, 4, *range(8, 65, 8)] and grid[-1] == 1024
     env["MAX_CUDAGRAPH_CAPTURE_SIZE"] = "64"
     bounded = resolve(Settings.from_env(env), env, lookup_gpu("H200", 1))
-    assert bounded.engine_config.vllm_args()["compilation_config"] == {CUDAGRAPH_MAX_KEY: 64}
+    assert bounded.engine_config.vllm_args()["compilation_config"] == {
+        CUDAGRAPH_SIZES_KEY: [1, 2, 4, *range(8, 65, 8)]}
+    env["MAX_CUDAGRAPH_CAPTURE_SIZE"] = "0"
+    own = resolve(Settings.from_env(env), env, lookup_gpu("H200", 1))
+    assert "compilation_config" not in own.engine_config.vllm_args()  # vLLM's own sizes
     assert resolved.plan.max_model_len == 131072  # the 20b's weights were counted
 
 
@@ -88,7 +94,7 @@ def test_vllm_args_map_the_fields_and_leave_defaults_alone() -> None:
     assert base.vllm_args() == {"model": "m"}
     eager = EngineConfig(model="m", served_model_names=("m",), device="cpu",
                          engine_args={"model": "m", "enforce_eager": True},
-                         cudagraph_capture_max=8)
+                         cudagraph_capture_sizes=(1, 2, 4, 8))
     assert "compilation_config" not in eager.vllm_args()
     with pytest.raises(ValueError, match="not known"):
         EngineConfig(model="m", served_model_names=("m",), device="cuda",
@@ -99,20 +105,6 @@ def test_vllm_args_map_the_fields_and_leave_defaults_alone() -> None:
                                          (256, 256), (257, 272), (1000, 1008)])
 def test_graph_sizes_follow_vllms_grid(n: int, step: int) -> None:
     assert graph_size_step(n) == step
-
-
-def test_cudagraph_bound_is_vllms_default_unless_set() -> None:
-    h200 = lookup_gpu("H200", 1)
-
-    def bound(**kw: Any) -> int | None:
-        return plan_engine(h200, GPT_OSS_20B, PlanRequest(model="m", **kw)).cudagraph_capture_max
-
-    assert bound() is None  # vLLM's own default: mixed prefill + decode steps stay in graphs
-    assert bound(max_cudagraph_capture_size=0) is None
-    assert bound(max_cudagraph_capture_size=64) == 64
-    assert bound(max_cudagraph_capture_size=512, max_num_batched_tokens=300) == 300
-    cpu = plan_engine(None, GPT_OSS_20B, PlanRequest(model="m"))
-    assert cpu.cudagraph_capture_max is None
 
 
 async def test_min_tokens_reaches_the_engine_and_is_checked() -> None:

@@ -22,13 +22,14 @@ ENGINE_ARG_NAMES = frozenset({
     "quantization", "enable_prefix_caching", "enable_chunked_prefill", "async_scheduling",
     "enforce_eager", "structured_outputs_config", "generation_config", "seed", "disable_log_stats",
     "enable_sleep_mode", "load_format", "compilation_config", "scheduling_policy",
+    "kv_cache_memory_bytes",
     "speculative_config", "max_logprobs", "enable_expert_parallel",
 })
 # vLLM model loaders LOAD_FORMAT may name (registered in vLLM 0.26 and 0.32; checked by the
 # drift test). `dummy` builds the model from its config with random weights.
 LOAD_FORMATS = ("auto", "safetensors", "fastsafetensors", "runai_streamer", "dummy")
 # CompilationConfig key bounding the CUDA-graph batch sizes (both releases).
-CUDAGRAPH_MAX_KEY = "max_cudagraph_capture_size"
+CUDAGRAPH_SIZES_KEY = "cudagraph_capture_sizes"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class EngineConfig:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # set before import
     warmup: bool = True
     load_format: str = "auto"  # one of LOAD_FORMATS
-    cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
+    cudagraph_capture_sizes: tuple[int, ...] = ()  # batches captured as graphs; (): vLLM's
     # Passed through by the user (worker.engine.extra_args): the arguments, the variable
     # each came from, and the variable behind each argument the worker sets itself.
     extra_args: Mapping[str, Any] = field(default_factory=dict)
@@ -60,7 +61,7 @@ class EngineConfig:
         args = dict(self.engine_args)
         if self.load_format != "auto":
             args["load_format"] = self.load_format
-        if self.cudagraph_capture_max is not None and not args.get("enforce_eager"):
-            args["compilation_config"] = {CUDAGRAPH_MAX_KEY: self.cudagraph_capture_max}
+        if self.cudagraph_capture_sizes and not args.get("enforce_eager"):
+            args["compilation_config"] = {CUDAGRAPH_SIZES_KEY: list(self.cudagraph_capture_sizes)}
         return merge(args, self.extra_args, sources=self.extra_sources, owners=self.arg_owners,
                      modelled=ENGINE_ARG_NAMES)

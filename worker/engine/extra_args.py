@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 MERGED = frozenset({"compilation_config"})
+# a merged key the worker sets also claims these (vLLM derives one from the other)
+RELATED = {"cudagraph_capture_sizes": ("max_cudagraph_capture_size",)}
 
 
 class EngineArgsError(ValueError):
@@ -42,7 +44,8 @@ def merge(ours: Mapping[str, Any], extra: Mapping[str, Any], *, sources: Mapping
         owner = owners.get(key, "the worker itself")
         if key in MERGED and isinstance(value, dict):
             have = args.get(key) or {}
-            clash = sorted(set(value) & set(have))
+            claimed_here = set(have) | {r for k in have for r in RELATED.get(k, ())}
+            clash = sorted(set(value) & claimed_here)
             if clash:
                 raise EngineArgsError(f"{source} sets {key}[{clash[0]!r}], which the worker "
                                       f"sets from {owner}: set it there instead")

@@ -26,7 +26,7 @@ from worker.engine.api import (
     StartupMonitor,
 )
 from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift test, setup)
-    CUDAGRAPH_MAX_KEY,
+    CUDAGRAPH_SIZES_KEY,
     ENGINE_ARG_NAMES,
     LOAD_FORMATS,
     EngineConfig,

@@ -6,6 +6,7 @@ seconds, before anything heavy loads.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -96,6 +97,9 @@ def plan_request(settings: Settings) -> Any:
         attention_backend_override=settings.attention_backend_override,
         quantization=settings.quantization,
         max_cudagraph_capture_size=settings.max_cudagraph_capture_size,
+        kv_cache_memory=settings.kv_cache_memory_bytes,
+        load_format=settings.load_format,
+        fastsafetensors=importlib.util.find_spec("fastsafetensors") is not None,
     )
 
 
@@ -160,7 +164,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
                     "engine; its output is gibberish (set MODEL to serve a real model)")
     else:
         model = pick_model(model, gpu, req)
-    if settings.load_format == "dummy":
+    if settings.load_format == "dummy":  # (unset: the plan's choice, never dummy)
         if not (Path(model) / "config.json").is_file():
             raise SettingsError(
                 f"LOAD_FORMAT=dummy builds the model from a local config.json alone, and "
@@ -195,6 +199,9 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
         if settings.enable_sleep_mode:
             args["enable_sleep_mode"] = True
     env_extra = dict(plan.env)
+    # a serverless worker reports nothing home (vLLM's usage stats: a thread and a subprocess
+    # at start); set VLLM_NO_USAGE_STATS=0 to send them
+    env_extra.setdefault("VLLM_NO_USAGE_STATS", env.get("VLLM_NO_USAGE_STATS", "1"))
     if plan.device == "cpu":
         # AsyncLLM always runs its engine core in a child process; on the CPU this also
         # keeps the model executor inside that process instead of a third one.
@@ -204,7 +211,7 @@ def resolve(settings: Settings, env: Mapping[str, str], gpu: Any) -> Resolved:
     config = EngineConfig(
         model=model, served_model_names=served, device=plan.device,
         engine_args={k: v for k, v in args.items() if v is not None}, env=env_extra,
-        load_format=settings.load_format, cudagraph_capture_max=plan.cudagraph_capture_max,
+        load_format=plan.load_format, cudagraph_capture_sizes=plan.cudagraph_capture_sizes,
         **engine_extras.passthrough(settings),
     )
     return Resolved(model=model, served_names=served, engine_config=config, plan=plan, tiny=tiny)

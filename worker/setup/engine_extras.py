@@ -29,6 +29,7 @@ ARG_OWNERS = {
     "enable_chunked_prefill": "ENABLE_CHUNKED_PREFILL", "async_scheduling": "ASYNC_SCHEDULING",
     "enforce_eager": "ENFORCE_EAGER", "enable_sleep_mode": "ENABLE_SLEEP_MODE",
     "load_format": "LOAD_FORMAT", "compilation_config": "MAX_CUDAGRAPH_CAPTURE_SIZE",
+    "kv_cache_memory_bytes": "KV_CACHE_MEMORY_BYTES",
     "seed": "SEED", "max_logprobs": "MAX_LOGPROBS", "speculative_config": "SPECULATIVE_CONFIG",
     "enable_expert_parallel": "ENABLE_EXPERT_PARALLEL",
     "structured_outputs_config": "the worker itself (its constrained Harmony phases)",

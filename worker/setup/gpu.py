@@ -32,6 +32,7 @@ class GpuInfo:
     compute_capability: tuple[int, int]
     memory_bytes: int
     count: int = 1
+    free_bytes: int | None = None  # the least free on those cards at the probe; None: unknown
 
     @property
     def architecture(self) -> Architecture:
@@ -171,15 +172,17 @@ def _probe_devices(nvml: Any, env: Mapping[str, str]) -> GpuInfo | None:
     indices = visible_indices(env.get("CUDA_VISIBLE_DEVICES"), total, uuids)
     if not indices:
         return None
-    cards: list[tuple[str, tuple[int, int], int]] = []
+    cards: list[tuple[str, tuple[int, int], int, int]] = []
     for i in indices:
         h = handles[i]
         major, minor = nvml.nvmlDeviceGetCudaComputeCapability(h)
-        memory = int(nvml.nvmlDeviceGetMemoryInfo(h).total)
-        cards.append((_text(nvml.nvmlDeviceGetName(h)), (int(major), int(minor)), memory))
+        info = nvml.nvmlDeviceGetMemoryInfo(h)
+        cards.append((_text(nvml.nvmlDeviceGetName(h)), (int(major), int(minor)),
+                      int(info.total), int(info.free)))
     first = cards[0]
-    same = sum(1 for c in cards if c[0] == first[0] and c[2] == first[2])
-    return GpuInfo(name=first[0], compute_capability=first[1], memory_bytes=first[2], count=same)
+    same = [c for c in cards if c[0] == first[0] and c[2] == first[2]]
+    return GpuInfo(name=first[0], compute_capability=first[1], memory_bytes=first[2],
+                   count=len(same), free_bytes=min(c[3] for c in same))
 
 
 def _text(value: str | bytes) -> str:

@@ -112,14 +112,39 @@ def graph_size_step(n: int) -> int:
     return -(-n // step) * step
 
 
-def cudagraph_bound(req: PlanRequest, batched: int) -> int | None:
-    """The largest batch captured as a CUDA graph: vLLM's own default (None) unless set.
+LARGEST_GRAPH = 1024  # the largest batch vLLM captures for gpt-oss by default
 
-    A bound at MAX_NUM_SEQS covers every pure decode step and halves a cold start's capture
-    (13 vs 53 s at 20b on an H200), but a step that mixes decodes with a new prompt's prefill
-    is larger than MAX_NUM_SEQS tokens and then runs without a graph: at 64 streams with
-    requests arriving one by one, 20b gave 3,877 tok/s bounded and 10,116 with vLLM's default
-    (docs/GPU.md, section 6). So the bound is only taken when asked for."""
-    if not req.max_cudagraph_capture_size:
-        return None
-    return max(1, min(req.max_cudagraph_capture_size, batched))
+
+def cudagraph_sizes(req: PlanRequest, batched: int) -> tuple[int, ...]:
+    """The batch sizes captured as CUDA graphs; () leaves them to vLLM.
+
+    Every size vLLM would use up to MAX_NUM_SEQS (1, 2, 4, then multiples of 8: each pure
+    decode step runs unpadded), then four per doubling up to 1,024 (80, 96, 112, 128, 160 ...),
+    so a step that mixes decodes with a new prompt's prefill pads by at most a quarter and
+    still runs as a graph. vLLM's own list has 83 sizes to 1,024; on an H200 at 20b this one
+    captured in 5 s instead of 9-16 s per restart at the same throughput (11,099 vs 10,648
+    tok/s at 64 streams, 11,778 vs 11,649 at 256: docs/GPU.md, section 7). Bounding the sizes
+    at MAX_NUM_SEQS instead left mixed steps without graphs: 0.38x the throughput (section 6).
+    MAX_CUDAGRAPH_CAPTURE_SIZE=N ends the list at N; 0 gives vLLM's own sizes."""
+    if req.max_cudagraph_capture_size == 0:
+        return ()
+    largest = max(1, min(req.max_cudagraph_capture_size or LARGEST_GRAPH, batched))
+    fine = min(graph_size_step(req.max_num_seqs), largest)
+    sizes = {s for s in (1, 2, 4) if s <= fine} | set(range(8, fine + 1, 8))
+    base = 8
+    while base < largest:
+        step = max(8, base // 4)
+        sizes.update(s for s in range(base + step, 2 * base + 1, step) if fine < s <= largest)
+        base *= 2
+    sizes.add(largest)
+    return tuple(sorted(sizes))
+
+
+def choose_load_format(device: str, requested: str | None, fastsafetensors: bool) -> str:
+    """LOAD_FORMAT as set; unset: fastsafetensors on a GPU where it is installed, else vLLM's
+    default loader. On an H200's local disk fastsafetensors read a 13.8 GB gpt-oss-20b
+    checkpoint at 110 % of `dd`'s best, vLLM's default loader at 72-90 % (docs/GPU.md,
+    section 7)."""
+    if requested:
+        return requested
+    return "fastsafetensors" if device == "cuda" and fastsafetensors else "auto"

@@ -28,7 +28,8 @@ from worker.setup.kernels import (  # noqa: F401  (names of the plan, re-exporte
     choose_backend,
     choose_batched,
     choose_kv_dtype,
-    cudagraph_bound,
+    choose_load_format,
+    cudagraph_sizes,
     default_backend,
     graph_size_step,
     moe_backend,
@@ -42,7 +43,7 @@ from worker.setup.plan_model import EnginePlan, PlanError, PlanRequest
 ENGINE_ARG_NAMES = frozenset({
     "attention_backend", "kv_cache_dtype", "tensor_parallel_size", "data_parallel_size",
     "max_model_len", "max_num_batched_tokens", "gpu_memory_utilization", "max_num_seqs",
-    "quantization", "scheduling_policy",
+    "quantization", "scheduling_policy", "kv_cache_memory_bytes",
 })
 CPU_DEFAULT_MAX_MODEL_LEN = 4096
 
@@ -75,6 +76,10 @@ def _plan_cpu(model: ModelShape, req: PlanRequest) -> EnginePlan:
         if forced != "CPU_ATTN":
             raise PlanError(f"attention backend {forced} needs a GPU; this plan is for the CPU",
                             "Unset VLLM_ATTENTION_BACKEND_OVERRIDE (the CPU engine uses CPU_ATTN)")
+    if req.kv_cache_memory not in ("auto", "profile"):
+        raise PlanError("KV_CACHE_MEMORY_BYTES sizes a GPU's KV cache; this plan is for the CPU",
+                        "Unset KV_CACHE_MEMORY_BYTES (the CPU engine's KV cache is sized for "
+                        "MAX_MODEL_LEN)")
     if req.kv_cache_dtype.startswith("fp8"):
         raise PlanError("an FP8 KV cache is not supported by the CPU engine",
                         "Set KV_CACHE_DTYPE=auto")
@@ -96,7 +101,8 @@ def _plan_cpu(model: ModelShape, req: PlanRequest) -> EnginePlan:
         tensor_parallel_size=1, max_model_len=length, max_num_batched_tokens=batched,
         max_num_seqs=req.max_num_seqs, gpu_memory_utilization=req.gpu_memory_utilization,
         quantization=req.quantization, moe_backend=moe, fit=fit,
-        env={"VLLM_CPU_KVCACHE_SPACE": str(fit.kv_budget_bytes // 1024**3)}, warnings=warnings)
+        env={"VLLM_CPU_KVCACHE_SPACE": str(fit.kv_budget_bytes // 1024**3)}, warnings=warnings,
+        load_format=choose_load_format("cpu", req.load_format, req.fastsafetensors))
 
 
 def _plan_gpu(gpu: GpuInfo, model: ModelShape, req: PlanRequest) -> EnginePlan:
@@ -138,8 +144,29 @@ def _plan_gpu(gpu: GpuInfo, model: ModelShape, req: PlanRequest) -> EnginePlan:
         tensor_parallel_size=tp, max_model_len=length, max_num_batched_tokens=batched,
         max_num_seqs=req.max_num_seqs, gpu_memory_utilization=req.gpu_memory_utilization,
         quantization=req.quantization, moe_backend=moe, fit=fit, env=env, warnings=warnings,
-        notes=notes, cudagraph_capture_max=cudagraph_bound(req, batched),
+        notes=notes, cudagraph_capture_sizes=cudagraph_sizes(req, batched),
+        kv_cache_memory_bytes=_kv_memory(gpu, fit, req, notes),
+        load_format=choose_load_format("cuda", req.load_format, req.fastsafetensors),
         data_parallel_size=dp, layout=layout.describe())
+
+
+def _kv_memory(gpu: GpuInfo, fit: FitReport, req: PlanRequest, notes: list[str]) -> int | None:
+    """The KV cache per GPU handed to vLLM (None: its profiling run measures it).
+
+    `auto`: the plan's own budget, so vLLM skips its CUDA-graph memory profiling (3-4 s of a
+    restart at 20b on an H200; the budget, 117.5 GiB there, is on the safe side of the 118.8
+    GiB vLLM measured: docs/GPU.md, section 7), but only on a card nothing else is using:
+    when the probe saw less free memory than the plan counts on, vLLM measures."""
+    if req.kv_cache_memory == "profile":
+        return None
+    if req.kv_cache_memory != "auto":
+        return int(req.kv_cache_memory)
+    if gpu.free_bytes is not None and gpu.free_bytes < fit.usable_bytes:
+        notes.append(f"only {gpu.free_bytes / 1024**3:.1f} GiB of the GPU's memory is free, "
+                     f"under the {fit.usable_bytes / 1024**3:.1f} GiB planned: vLLM measures the"
+                     " KV cache itself")
+        return None
+    return fit.kv_budget_bytes if fit.kv_budget_bytes > 0 else None
 
 
 def _fit(gpu: GpuInfo, model: ModelShape, req: PlanRequest, kv_dtype: str, tp: int, dp: int,
@@ -199,6 +226,8 @@ def engine_args(plan: EnginePlan) -> dict[str, object]:
     }
     if plan.device == "cuda":
         args["gpu_memory_utilization"] = plan.gpu_memory_utilization
+    if plan.kv_cache_memory_bytes is not None:
+        args["kv_cache_memory_bytes"] = plan.kv_cache_memory_bytes
     if plan.quantization != "auto":
         args["quantization"] = plan.quantization
     return args

@@ -173,6 +173,13 @@ def _print_plan(out: TextIO, plan: EnginePlan, shape: ModelShape) -> None:
     ]
     if plan.device == "cuda":
         rows.append(("gpu_memory_utilization", f"{plan.gpu_memory_utilization:g}"))
+        kv = plan.kv_cache_memory_bytes
+        rows.append(("KV cache memory", f"{_gib(kv)} per GPU (from the plan: vLLM's memory "
+                     "profiling skipped)" if kv else "vLLM's profiling run measures it"))
+        sizes = plan.cudagraph_capture_sizes
+        rows.append(("CUDA graphs", f"{len(sizes)} batch sizes, {sizes[0]} to {sizes[-1]}"
+                     if sizes else "vLLM's own batch sizes"))
+    rows.append(("weight loader", plan.load_format))
     rows += [("env", " ".join(f"{k}={v}" for k, v in plan.env.items()) or "-")]
     if plan.layout:
         rows.insert(1, ("layout", plan.layout))

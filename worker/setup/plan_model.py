@@ -31,7 +31,10 @@ class PlanRequest:
     attention_backend_override: str | None = None
     quantization: str = "auto"
     cpu_kv_cache_gib: int | None = None  # None: sized for the context, 1-4 GiB
-    max_cudagraph_capture_size: int | None = None  # None or 0: vLLM's default
+    max_cudagraph_capture_size: int | None = None  # None: the plan's grid; 0: vLLM's sizes
+    kv_cache_memory: str = "auto"  # KV_CACHE_MEMORY_BYTES: auto | profile | bytes per GPU
+    load_format: str | None = None  # LOAD_FORMAT; None: the plan's choice
+    fastsafetensors: bool = False  # the fastsafetensors package is installed here
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class EnginePlan:
     env: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    cudagraph_capture_max: int | None = None  # largest CUDA-graph batch; None: vLLM's default
+    cudagraph_capture_sizes: tuple[int, ...] = ()  # batches captured as graphs; (): vLLM's
+    kv_cache_memory_bytes: int | None = None  # per GPU; None: vLLM's profiling run sizes it
+    load_format: str = "auto"  # how vLLM reads the weights (worker.engine LOAD_FORMATS)
     data_parallel_size: int = 1  # engines, each on tensor_parallel_size GPUs
     layout: str = ""  # how the GPUs are used, and why (worker.setup.layout.Layout.describe)
