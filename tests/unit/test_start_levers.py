@@ -114,3 +114,57 @@ def test_usage_reporting_is_off_unless_the_user_turns_it_on() -> None:
     env["VLLM_NO_USAGE_STATS"] = "0"
     assert resolve(Settings.from_env(env), env, H200).engine_config.env[
         "VLLM_NO_USAGE_STATS"] == "0"
+
+
+def test_vllm_imports_in_the_background_while_the_weights_download(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import asyncio
+    import threading
+
+    from worker.engine import vllm_engine
+    from worker.setup import bootstrap, weights
+
+    events: list[str] = []
+    imported = threading.Event()
+
+    def fake_import(config: Any) -> None:
+        events.append(f"import in {threading.current_thread().name}")
+        assert "HF_TOKEN" not in config.env and "HF_HUB_OFFLINE" not in config.env
+        assert config.env["VLLM_CACHE_ROOT"].startswith(str(tmp_path))
+        imported.set()
+
+    def fake_weights(model: str, **kw: Any) -> Any:
+        assert imported.wait(30)  # the import runs while the download does
+        events.append("download")
+        return tmp_path
+
+    class Stop(Exception):
+        pass
+
+    async def fake_build(config: Any, **kw: Any) -> Any:
+        events.append("build")
+        assert config.env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in config.env
+        raise Stop
+
+    monkeypatch.setattr(vllm_engine, "import_vllm", fake_import)
+    monkeypatch.setattr(weights, "ensure_weights", fake_weights)
+    monkeypatch.setattr(vllm_engine.VllmEngine, "build", staticmethod(fake_build))
+    env = {"MODEL": "openai/gpt-oss-20b", "HF_TOKEN": "hf_secret_value",
+           "MODEL_CACHE_DIR": str(tmp_path)}
+    with pytest.raises(Stop):
+        asyncio.run(bootstrap.start(Settings.from_env(env), env, bootstrap.Timeline()))
+    assert events == ["import in vllm-import", "download", "build"]
+
+
+def test_a_failed_background_import_is_left_to_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.engine import vllm_engine
+
+    def broken(config: Any) -> None:
+        raise ImportError("no vllm here")
+
+    monkeypatch.setattr(vllm_engine, "import_vllm", broken)
+    config = vllm_engine.EngineConfig(model="m", served_model_names=("m",), device="cpu",
+                                      engine_args={"model": "m"})
+    thread = vllm_engine.prefetch(config)
+    thread.join(30)
+    assert not thread.is_alive() and thread.daemon

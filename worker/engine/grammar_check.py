@@ -195,3 +195,16 @@ if __name__ == "__main__":
     _out = sys.stdout
     sys.stdout = sys.stderr  # library chatter must not reach the reply pipe
     _serve(GrammarSpec(**json.loads(sys.argv[1])), _out)
+
+
+def grammar_checker_for(config: Any, vcfg: Any) -> GrammarChecker | None:
+    """A checker compiling schemas the way the vLLM engine's xgrammar backend does (None when
+    structured outputs use another backend): `config` its EngineConfig, `vcfg` vLLM's config."""
+    so = vcfg.structured_outputs_config
+    if not str(so.backend).startswith("xgrammar"):
+        return None
+    args = config.engine_args
+    return GrammarChecker(GrammarSpec(
+        tokenizer=str(args.get("tokenizer") or config.model), revision=args.get("revision"),
+        cache_dir=args.get("download_dir"), vocab_size=int(vcfg.model_config.get_vocab_size()),
+        any_whitespace=not so.disable_any_whitespace))

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Sequence
@@ -32,7 +33,7 @@ from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift
     EngineConfig,
 )
 from worker.engine.extra_args import check_known
-from worker.engine.grammar_check import GrammarChecker, GrammarSpec
+from worker.engine.grammar_check import GrammarChecker, grammar_checker_for
 from worker.engine.outputs import finish_reason_of, logprobs_of
 from worker.engine.reseed import reseed_worker
 
@@ -58,6 +59,28 @@ def engine_arg_fields() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(AsyncEngineArgs))
 
 
+def import_vllm(config: EngineConfig) -> None:
+    """Set the plan's environment, then import what the engine uses (once per process)."""
+    for key, value in config.env.items():
+        os.environ.setdefault(key, value)
+    import vllm.engine.arg_utils
+    import vllm.v1.engine.async_llm  # noqa: F401  (torch, vLLM's config, its engine)
+
+
+def prefetch(config: EngineConfig) -> threading.Thread:
+    """`import_vllm` in a thread, so a weight download (I/O) and vLLM's import (~20 s on a
+    GPU host) overlap; join it before `build`, whose own import reports any failure."""
+    def run() -> None:
+        try:
+            import_vllm(config)
+        except BaseException as exc:  # the build imports again and reports it
+            log.debug("background import of vLLM failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="vllm-import", daemon=True)
+    thread.start()
+    return thread
+
+
 class VllmEngine:
     """`Engine` on an in-process vLLM `AsyncLLM`."""
 
@@ -77,9 +100,8 @@ class VllmEngine:
         engine build split by `monitor` (weight_load, compile, graph_capture,
         engine_init_other) and warmup seconds; `monitor` watches the build as it happens."""
         phases = phases if phases is not None else {}
-        for key, value in config.env.items():
-            os.environ.setdefault(key, value)
         t0 = time.perf_counter()
+        import_vllm(config)  # at once when `prefetch` already imported it
         import vllm
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -120,7 +142,7 @@ class VllmEngine:
             "StructuredOutputsParams": StructuredOutputsParams,
             "DELTA": RequestOutputKind.DELTA,
         }
-        engine = cls(llm, info, modules, grammar=_grammar_checker(config, vcfg))
+        engine = cls(llm, info, modules, grammar=grammar_checker_for(config, vcfg))
         log.info("engine ready: %s", {**info.details, "max_model_len": info.max_model_len})
         if config.warmup:
             t2 = time.perf_counter()
@@ -279,19 +301,6 @@ class VllmEngine:
         llm.shutdown = _noop
         del llm
         gc.collect()
-
-
-def _grammar_checker(config: EngineConfig, vcfg: Any) -> GrammarChecker | None:
-    """A checker compiling schemas the way this engine's xgrammar backend does (None when
-    structured outputs use another backend)."""
-    so = vcfg.structured_outputs_config
-    if not str(so.backend).startswith("xgrammar"):
-        return None
-    args = config.engine_args
-    return GrammarChecker(GrammarSpec(
-        tokenizer=str(args.get("tokenizer") or config.model), revision=args.get("revision"),
-        cache_dir=args.get("download_dir"), vocab_size=int(vcfg.model_config.get_vocab_size()),
-        any_whitespace=not so.disable_any_whitespace))
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:

@@ -236,17 +236,22 @@ async def start(settings: Settings, env: Mapping[str, str], timeline: Timeline,
         engine_extras.check(resolved.engine_config)  # ENGINE_ARGS against the pinned vLLM
     cache = default_cache_dir(settings, env)
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    from worker.engine.vllm_engine import VllmEngine, prefetch
+    from worker.openai.chat.service import ChatService
+
+    # vLLM imports while the weights download (the engine phase waits for what is left)
+    importing = prefetch(replace(resolved.engine_config,
+                                 env=engine_env(resolved.engine_config, cache)))
     with timeline.phase("download"), progress.phase("download"):
         weights = ensure_weights(resolved.model, revision=settings.model_revision,
                                  cache_dir=cache, token=token, progress=progress)
         config = engine_extras.local_draft(resolved.engine_config, lambda model, rev: (
             ensure_weights(model, revision=rev, cache_dir=cache, token=token, progress=progress)))
-    from worker.engine.vllm_engine import VllmEngine
-    from worker.openai.chat.service import ChatService
 
     config = load_local(config, weights, cache)
     parts: dict[str, float] = {}
     with timeline.phase("engine"):
+        importing.join()
         engine = await VllmEngine.build(config, phases=parts,
                                          monitor=VllmStartupLog(progress))
     timeline.phases.update({f"engine.{name}": seconds for name, seconds in parts.items()})
@@ -269,12 +274,17 @@ def limits_from(settings: Settings) -> Any:
 
 def load_local(config: Any, weights: Path, cache: Path | None) -> Any:
     """vLLM loads the local snapshot, offline; the hub id stays the model's served name."""
+    args = {k: v for k, v in config.engine_args.items() if k not in ("revision", "download_dir")}
+    env = {**engine_env(config, cache), "HF_HUB_OFFLINE": "1"}
+    return replace(config, engine_args={**args, "model": str(weights)}, env=env)
+
+
+def engine_env(config: Any, cache: Path | None) -> dict[str, str]:
+    """The engine's environment: the plan's and the compile caches', never HF_TOKEN (the
+    worker downloads; vLLM loads offline)."""
     from worker.setup.weights import cache_env
 
-    args = {k: v for k, v in config.engine_args.items() if k not in ("revision", "download_dir")}
-    env = {k: v for k, v in {**cache_env(cache), **config.env}.items() if k != "HF_TOKEN"}
-    env["HF_HUB_OFFLINE"] = "1"
-    return replace(config, engine_args={**args, "model": str(weights)}, env=env)
+    return {k: v for k, v in {**cache_env(cache), **config.env}.items() if k != "HF_TOKEN"}
 
 
 def configure_logging(settings: Settings) -> None:
