@@ -110,7 +110,7 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         log.info("imported vLLM %s in %.1fs", vllm.__version__, time.perf_counter() - t0)
-        phases["vllm_import"] = round(time.perf_counter() - t0, 3)
+        phases["vllm_import"] = round(phases.get("vllm_import", 0.0) + time.perf_counter() - t0, 3)
         args = AsyncEngineArgs(**config.vllm_args())
         t1 = time.perf_counter()
         with monitor.watching() if monitor else contextlib.nullcontext():
