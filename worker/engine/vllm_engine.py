@@ -36,6 +36,7 @@ from worker.engine.extra_args import check_known
 from worker.engine.grammar_check import GrammarChecker, grammar_checker_for
 from worker.engine.outputs import finish_reason_of, logprobs_of
 from worker.engine.reseed import reseed_worker
+from worker.engine.sampling import sampling_kwargs, structured_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -175,32 +176,10 @@ class VllmEngine:
             return True
 
     def _sampling_params(self, o: SamplingOptions) -> Any:
-        structured = None
-        if o.json_schema is not None:
-            structured = self._m["StructuredOutputsParams"](json=o.json_schema)
-        elif o.json_object:
-            structured = self._m["StructuredOutputsParams"](json_object=True)
-        elif o.choice is not None:
-            structured = self._m["StructuredOutputsParams"](choice=list(o.choice))
-        return self._m["SamplingParams"](
-            n=1,
-            max_tokens=o.max_tokens,
-            temperature=o.temperature,
-            top_p=o.top_p,
-            top_k=o.top_k,
-            min_p=o.min_p,
-            min_tokens=o.min_tokens,
-            seed=o.seed,
-            presence_penalty=o.presence_penalty,
-            frequency_penalty=o.frequency_penalty,
-            repetition_penalty=o.repetition_penalty,
-            stop_token_ids=list(o.stop_token_ids),
-            logprobs=o.logprobs,
-            logit_bias=dict(o.logit_bias) or None,
-            structured_outputs=structured,
-            detokenize=False,  # the Harmony layer decodes; skip vLLM's detokenizer
-            output_kind=self._m["DELTA"],
-        )
+        kw = structured_kwargs(o)
+        structured = self._m["StructuredOutputsParams"](**kw) if kw is not None else None
+        return self._m["SamplingParams"](**sampling_kwargs(o), structured_outputs=structured,
+                                         output_kind=self._m["DELTA"])
 
     async def generate(
         self, request_id: str, prompt_token_ids: Sequence[int], options: SamplingOptions
