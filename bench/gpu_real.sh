@@ -6,7 +6,8 @@
 #   bash bench/gpu_real.sh run ARGS...  # python bench/gpu_real.py --out $OUT --work $WORK ARGS
 #   bash bench/gpu_real.sh load ARGS... # python bench/load_bench.py --out $OUT --work $WORK ARGS
 # TOKENIZER_DIR: a built tiny-o200k tokenizer folder to reuse (building one takes a minute);
-# SHAPES="shape-20b": set up one shape only; SKIP_DRIFT=1: no drift test.
+# SHAPES="shape-20b": set up one shape only; SKIP_DRIFT=1: no drift test; SKIP_IMPORTTIME=1: no
+# `-X importtime` runs.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-/tmp/gpu-real-out}
@@ -30,7 +31,7 @@ setup)
   fi
   # what importing vLLM costs, module by module, twice (the second with the files cached):
   # the engine's own imports (worker/engine/vllm_engine.py)
-  for i in 1 2; do
+  for i in $([ -n "${SKIP_IMPORTTIME:-}" ] || echo 1 2); do
     (cd "$REPO" && /usr/bin/time -f "import wall %e s" python3 -X importtime -c \
       "import vllm; from vllm.engine.arg_utils import AsyncEngineArgs; from vllm.v1.engine.async_llm import AsyncLLM" \
       2> "$OUT/importtime-$i.txt"); tail -1 "$OUT/importtime-$i.txt"
