@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -208,10 +209,23 @@ def test_soak(server: Server, reliability: dict) -> None:
         "rss_start_mb": rss_start // 2**20, "rss_end_mb": rss_end // 2**20}
 
 
+# Fixed-length streams for the drain test: min_tokens = max_tokens, so no stream can end on a
+# stop token; 2,000 tokens took 26 s for eight streams on the 2-core machine, far longer than
+# the few requests between SIGTERM and the late one (MAX_MODEL_LEN leaves room for the prompt).
+DRAIN_STREAM_TOKENS = 2000
+DRAIN_STREAMS = 8
+DRAIN_DEADLINE = 300.0  # generous: each wait below asserts an outcome, not a speed
+
+
 def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliability: dict) -> None:
-    """SIGTERM under load: in-flight requests finish, new ones get 503, exit 0; no secret leaks."""
+    """SIGTERM under load: in-flight requests finish, new ones get 503, exit 0; no secret leaks.
+
+    Every step waits on a condition, not a sleep: SIGTERM once each stream has content, the
+    late request once /ready shows the drain, while the fixed-length streams are still running.
+    """
     with run_server(random_model, tmp_path, SERVED_MODEL_NAME="tiny-random",
-                    HF_TOKEN=SECRET_TOKEN, API_KEY=SECRET_KEY, DRAIN_SECONDS="60") as s:
+                    HF_TOKEN=SECRET_TOKEN, API_KEY=SECRET_KEY, MAX_MODEL_LEN="4096",
+                    DRAIN_SECONDS=str(int(DRAIN_DEADLINE))) as s:
         auth = {"Authorization": f"Bearer {SECRET_KEY}"}
         url = f"{s.base_url}/chat/completions"
         texts: list[str] = []
@@ -229,28 +243,56 @@ def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliabil
             texts.append(batch.text)
             texts.append(c.post(f"{s.base_url}/batch", json={"lines": lines}).text)  # no auth
 
-        async def one(client: httpx.AsyncClient) -> tuple[int, str]:
-            body = {**HELLO, "max_tokens": 300, "stream": True, "temperature": 0}
+        body = {**HELLO, "stream": True, "temperature": 0,
+                "max_tokens": DRAIN_STREAM_TOKENS, "min_tokens": DRAIN_STREAM_TOKENS}
+        started = [asyncio.Event() for _ in range(DRAIN_STREAMS)]
+
+        async def one(client: httpx.AsyncClient, has_content: asyncio.Event) -> tuple[int, str]:
+            lines: list[str] = []
             async with client.stream("POST", url, json=body, headers=auth) as r:
-                return r.status_code, (await r.aread()).decode()
+                async for line in r.aiter_lines():
+                    lines.append(line)
+                    if line.startswith("data: {") and any(
+                            ch["delta"].get("content") for ch in json.loads(line[6:])["choices"]):
+                        has_content.set()
+                return r.status_code, "\n".join(lines)
 
-        async def load() -> tuple[list[tuple[int, str]], int]:
-            async with httpx.AsyncClient(timeout=120) as client:
-                tasks = [asyncio.create_task(one(client)) for _ in range(8)]
-                await asyncio.sleep(1.5)  # all eight are streaming
+        async def until(what: str, done: Callable[[], Awaitable[bool]]) -> None:
+            deadline = time.monotonic() + DRAIN_DEADLINE
+            while not await done():
+                assert time.monotonic() < deadline, f"not {what} in {DRAIN_DEADLINE:.0f}s"
+                await asyncio.sleep(0.05)
+
+        async def load() -> tuple[list[tuple[int, str]], httpx.Response, httpx.Response]:
+            async with httpx.AsyncClient(timeout=DRAIN_DEADLINE) as client:
+                tasks = [asyncio.create_task(one(client, e)) for e in started]
+
+                async def streaming() -> bool:
+                    ended = [t for t in tasks if t.done()]
+                    assert not ended, ended[0].result()  # a stream ended before its content
+                    return all(e.is_set() for e in started)
+
+                await until("all streaming", streaming)
                 s.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.5)
-                late = await client.post(url, json=HELLO, headers=auth)
-                texts.append(late.text)
-                return await asyncio.gather(*tasks), late.status_code
 
-        results, late_status = asyncio.run(load())
-        code = s.proc.wait(90)
+                async def draining() -> bool:
+                    return (await client.get(f"{s.url}/ready", headers=auth)).status_code == 503
+
+                await until("draining", draining)
+                ready = await client.get(f"{s.url}/ready", headers=auth)
+                late = await client.post(url, json=HELLO, headers=auth)
+                texts.extend([ready.text, late.text])
+                return await asyncio.gather(*tasks), ready, late
+
+        results, ready, late = asyncio.run(load())
+        code = s.proc.wait(DRAIN_DEADLINE + 60)
         log = s.log_text()
-    assert late_status == 503
+    assert "shutting down" in ready.json()["reason"], ready.text
+    assert late.status_code == 503, late.text
+    assert late.json()["error"]["type"] == "service_unavailable", late.text
     finished = 0
     for status, text in results:
-        assert status == 200
+        assert status == 200, text[:300]
         events = [line[6:] for line in text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         last = json.loads(events[-2])
@@ -261,8 +303,9 @@ def test_graceful_drain_and_secrets(random_model: Path, tmp_path: Path, reliabil
     for blob in [*texts, log]:
         assert SECRET_TOKEN not in blob and SECRET_KEY not in blob
     reliability["graceful_drain_http"] = {
-        "in_flight_at_sigterm": 8, "finished": finished, "lost": 8 - finished,
-        "new_request_status": late_status, "exit_code": code}
+        "in_flight_at_sigterm": DRAIN_STREAMS, "finished": finished,
+        "lost": DRAIN_STREAMS - finished, "tokens_per_stream": DRAIN_STREAM_TOKENS,
+        "new_request_status": late.status_code, "exit_code": code}
     reliability["secrets_http"] = {"responses_checked": len(texts), "log_lines": len(
         log.splitlines()), "leaks": 0}
 
