@@ -59,3 +59,16 @@ async def test_a_slow_schema_is_refused_at_the_limit_without_stalling_the_loop(
         ticker.cancel()
     assert ticks >= 10  # the loop ran on while the schema compiled elsewhere
     await checker.check(SIMPLE + " ", time_limit=120)  # a fresh child serves the next one
+
+
+async def test_a_prestarted_checker_keeps_its_child(tiny_cache: Path) -> None:
+    c = GrammarChecker(GrammarSpec(tokenizer=str(tiny_cache / TOKENIZER_DIRNAME), revision=None,
+                                   cache_dir=None, vocab_size=201088))
+    try:
+        await c.prestart()  # spawned, loading; nothing waits for it yet
+        proc = c._proc
+        assert proc is not None and proc.returncode is None
+        await c.check(SIMPLE, time_limit=300)  # reads its ready line, then compiles
+        assert c._proc is proc
+    finally:
+        await c.aclose()

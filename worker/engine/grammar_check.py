@@ -24,6 +24,7 @@ import os
 import sys
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from worker.engine.api import RequestRejected
@@ -55,6 +56,11 @@ class GrammarChecker:
         self._cache: OrderedDict[str, str | None] = OrderedDict()  # schema -> error or None
         self._unavailable = False
         self._warming: asyncio.Future[None] | None = None
+        self._starting = False  # spawned by prestart, ready line not read yet
+
+    @property
+    def spec(self) -> GrammarSpec:
+        return self._spec
 
     def start_soon(self) -> None:
         """Start the child in the background, so the first schema does not wait for it."""
@@ -101,15 +107,29 @@ class GrammarChecker:
         reply = json.loads(line)
         self._remember(schema, reply.get("error"))
 
+    async def prestart(self) -> None:
+        """Spawn the child now, so it loads its tokenizer while the engine builds (another
+        process: the build blocks this one); its ready line is read at first use."""
+        async with self._lock:
+            if self._proc is None and not self._unavailable:
+                self._proc = await self._spawn()
+                self._starting = True
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.engine.grammar_check", json.dumps(asdict(self._spec)),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env())
+
     async def _child(self) -> asyncio.subprocess.Process | None:
-        if self._proc is not None and self._proc.returncode is None:
+        if self._proc is not None and self._proc.returncode is None and not self._starting:
             return self._proc
         if self._unavailable:
             return None
-        self.close()
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "worker.engine.grammar_check", json.dumps(asdict(self._spec)),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=_child_env())
+        if self._proc is None or self._proc.returncode is not None:
+            self.close()
+            self._proc = await self._spawn()
+        proc = self._proc
+        self._starting = False
         assert proc.stdout is not None
         try:
             ready = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
@@ -141,6 +161,7 @@ class GrammarChecker:
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
+        self._starting = False
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -203,8 +224,44 @@ def grammar_checker_for(config: Any, vcfg: Any) -> GrammarChecker | None:
     so = vcfg.structured_outputs_config
     if not str(so.backend).startswith("xgrammar"):
         return None
+    return GrammarChecker(_spec(config, int(vcfg.model_config.get_vocab_size()),
+                                not so.disable_any_whitespace))
+
+
+def early_checker(config: Any) -> GrammarChecker | None:
+    """The same checker before vLLM's config exists (its vocabulary size from the local
+    checkpoint's config.json), or None where that cannot be known."""
+    so = config.engine_args.get("structured_outputs_config") or {}
+    if not str(so.get("backend", "")).startswith("xgrammar"):
+        return None
+    try:
+        text = (Path(str(config.engine_args["model"])) / "config.json").read_text()
+        vocab = int(json.loads(text)["vocab_size"])
+    except (KeyError, OSError, TypeError, ValueError):
+        return None
+    return GrammarChecker(_spec(config, vocab, not so.get("disable_any_whitespace", False)))
+
+
+def _spec(config: Any, vocab_size: int, any_whitespace: bool) -> GrammarSpec:
     args = config.engine_args
-    return GrammarChecker(GrammarSpec(
+    return GrammarSpec(
         tokenizer=str(args.get("tokenizer") or config.model), revision=args.get("revision"),
-        cache_dir=args.get("download_dir"), vocab_size=int(vcfg.model_config.get_vocab_size()),
-        any_whitespace=not so.disable_any_whitespace))
+        cache_dir=args.get("download_dir"), vocab_size=vocab_size, any_whitespace=any_whitespace)
+
+
+async def prestarted(config: Any) -> GrammarChecker | None:
+    """`early_checker(config)` with its child already spawned (None where there is none)."""
+    early = early_checker(config)
+    if early is not None:
+        await early.prestart()
+    return early
+
+
+def adopt(early: GrammarChecker | None, proper: GrammarChecker | None) -> GrammarChecker | None:
+    """The prestarted checker where it is the one the engine needs, else `proper` (the early
+    one is then stopped)."""
+    if early is not None and proper is not None and early.spec == proper.spec:
+        return early
+    if early is not None:
+        early.close()
+    return proper

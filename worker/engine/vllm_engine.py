@@ -33,7 +33,7 @@ from worker.engine.engine_config import (  # noqa: F401  (re-exported: the drift
     EngineConfig,
 )
 from worker.engine.extra_args import check_known
-from worker.engine.grammar_check import GrammarChecker, grammar_checker_for
+from worker.engine.grammar_check import GrammarChecker, adopt, grammar_checker_for, prestarted
 from worker.engine.outputs import finish_reason_of, logprobs_of
 from worker.engine.reseed import reseed_worker
 from worker.engine.sampling import sampling_kwargs, structured_kwargs
@@ -113,9 +113,14 @@ class VllmEngine:
         log.info("imported vLLM %s in %.1fs", vllm.__version__, time.perf_counter() - t0)
         phases["vllm_import"] = round(phases.get("vllm_import", 0.0) + time.perf_counter() - t0, 3)
         args = AsyncEngineArgs(**config.vllm_args())
+        early = await prestarted(config)  # the schema checker loads while the engine builds
         t1 = time.perf_counter()
-        with monitor.watching() if monitor else contextlib.nullcontext():
-            llm = AsyncLLM.from_engine_args(args)
+        try:
+            with monitor.watching() if monitor else contextlib.nullcontext():
+                llm = AsyncLLM.from_engine_args(args)
+        except BaseException:
+            adopt(early, None)
+            raise
         built = time.perf_counter() - t1
         phases.update(monitor.split(built) if monitor else {"engine_init_other": round(built, 3)})
         vcfg = llm.vllm_config
@@ -143,7 +148,7 @@ class VllmEngine:
             "StructuredOutputsParams": StructuredOutputsParams,
             "DELTA": RequestOutputKind.DELTA,
         }
-        engine = cls(llm, info, modules, grammar=grammar_checker_for(config, vcfg))
+        engine = cls(llm, info, modules, grammar=adopt(early, grammar_checker_for(config, vcfg)))
         log.info("engine ready: %s", {**info.details, "max_model_len": info.max_model_len})
         if config.warmup:
             t2 = time.perf_counter()
