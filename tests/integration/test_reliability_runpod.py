@@ -57,7 +57,7 @@ def test_cancelled_job_storm(rp: tuple[JobQueue, Worker], reliability: dict) -> 
     queue, worker = rp
     body = {"openai_route": "/v1/chat/completions", "openai_input": {
         "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 1500,
-        "stream": True}}
+        "min_tokens": 1500, "stream": True}}  # fixed length: no job can end before its cancel
     jobs = queue.submit_all([body] * 16)
     for job in jobs:  # every job is running and streaming
         queue.wait_streamed(job, timeout=120)

@@ -315,6 +315,36 @@ async def test_cancelling_the_sdk_task_cancels_the_engine_side_job(
     assert "job job-c cancelled" in caplog.text and "unfinished now: 0" in caplog.text
 
 
+async def test_a_job_task_cancelled_outside_the_handler_still_aborts_the_engine_request(
+        engine_loop: EngineLoop, caplog: pytest.LogCaptureFixture) -> None:
+    """RunPod's SDK cancels a job's task while it posts a chunk (outside the handler), and
+    leaves the handler's generator suspended, unclosed: the task's end aborts the request."""
+    svc, eng = service(answer("word " * 3000), chunk=1, slow=True)
+    handler = make_handler(engine_loop, svc, flush_interval=0.001)
+    outputs = handler({"id": "job-p", "input": {**CHAT, "stream": True}})
+    posting = asyncio.Event()
+
+    async def sdk_job() -> None:  # the SDK's loop: take a chunk, then post it
+        while True:
+            await anext(outputs)
+            posting.set()
+            await asyncio.sleep(3600)  # the chunk's POST, where the cancel lands
+
+    with caplog.at_level("INFO", logger="worker.platforms.runpod_handler"):
+        task = asyncio.create_task(sdk_job())
+        await asyncio.wait_for(posting.wait(), 5)
+        assert eng.running
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        deadline = asyncio.get_running_loop().time() + 30
+        while eng.running or "job job-p cancelled" not in caplog.text:
+            assert asyncio.get_running_loop().time() < deadline, "the request was not aborted"
+            await asyncio.sleep(0.01)
+    assert "unfinished now: 0" in caplog.text
+    await outputs.aclose()  # type: ignore[attr-defined]  # later, as the collector would
+
+
 async def test_closing_the_handler_early_cancels_the_engine_side_job(
         engine_loop: EngineLoop) -> None:
     svc, eng = service(answer("word " * 3000), chunk=1, slow=True)

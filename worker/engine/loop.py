@@ -68,7 +68,10 @@ class EngineLoop:
         """Iterate `items()` on the engine loop, from the caller's loop.
 
         Closing or cancelling this iterator cancels the engine-side task (so the
-        engine request is aborted) and waits, briefly, for that clean-up.
+        engine request is aborted) and waits, briefly, for that clean-up. So does the end of
+        the task that iterates it, when that task stops without closing it: RunPod's SDK
+        cancels a job's task while it posts a chunk, outside this iterator, and leaves the
+        iterator suspended until the garbage collector finds it.
         """
         here = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -94,6 +97,14 @@ class EngineLoop:
                     here.call_soon_threadsafe(closed.set)
 
         future = asyncio.run_coroutine_threadsafe(produce(), self.loop)
+        owner = asyncio.current_task()
+
+        def abandoned(_: object) -> None:  # the consumer's task ended without closing us
+            if not future.done():
+                future.cancel()
+
+        if owner is not None:
+            owner.add_done_callback(abandoned)
         try:
             while True:
                 kind, value = await queue.get()
@@ -104,6 +115,8 @@ class EngineLoop:
                 else:
                     raise value
         finally:
+            if owner is not None:
+                owner.remove_done_callback(abandoned)
             if not future.done():
                 future.cancel()  # cancels the task on the engine loop
                 try:
